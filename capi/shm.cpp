@@ -1,0 +1,364 @@
+// The extern "C" boundary: checks every argument and handle, maps onto the core, and never lets
+// an exception out (the core does not throw; the catch-all is the last line of defence).
+#include "../src/endpoint.hpp"
+#include "../src/error.hpp"
+#include "../src/ring.hpp"
+
+#include <join/shm.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+
+using namespace join::shm;
+
+namespace {
+
+template <class F>
+auto guarded(F &&body) noexcept -> decltype(body()) {
+    try {
+        return body();
+    } catch (const std::bad_alloc &) {
+        return fail(ENOMEM, "out of memory");
+    } catch (...) {
+        return fail(EPROTO, "internal error");
+    }
+}
+
+const char *operationRole(uint32_t role) noexcept { return role == JOIN_SHM_PRODUCER ? "producer" : "consumer"; }
+
+// The handle as a usable Queue in the given role, or nullptr with the error in *err.
+Queue *usable(join_shm_queue *handle, uint32_t role, int *err) noexcept {
+    auto *q = reinterpret_cast<Queue *>(handle);
+    if (!isOpenQueue(q)) {
+        *err = failStatic(EINVAL, "the queue handle is NULL, closed, or not a queue handle");
+        return nullptr;
+    }
+    if (q->owner != currentProcess()) {
+        *err = fail(EINVAL, "this handle of \"%s\" belongs to process %d: after fork, open a new one", q->name,
+                    (int)q->owner);
+        return nullptr;
+    }
+    if (role && q->role != role) {
+        *err = fail(EINVAL, "\"%s\" was opened as %s; this call needs a %s", q->name, operationRole(q->role),
+                    operationRole(role));
+        return nullptr;
+    }
+    return q;
+}
+
+// The handle ready for a copying push/pop: no zero-copy slot may be outstanding.
+Queue *copyable(join_shm_queue *handle, uint32_t role, const void *buffer, int *err) noexcept {
+    Queue *q = usable(handle, role, err);
+    if (!q) return nullptr;
+    if (!buffer) {
+        *err = failStatic(EINVAL, "the element pointer is NULL");
+        return nullptr;
+    }
+    if (q->outstanding) {
+        *err = failStatic(EINVAL, "a zero-copy slot is outstanding on this handle: commit or release it first");
+        return nullptr;
+    }
+    return q;
+}
+
+int emptyOrFull(uint32_t role, int r) noexcept {
+    if (r != -EAGAIN) return r;
+    return failStatic(EAGAIN, role == JOIN_SHM_PRODUCER ? "the ring is full" : "the ring is empty");
+}
+
+int timedOut(const Queue &q, int r, int64_t timeoutNs) noexcept {
+    if (r != -ETIMEDOUT) return r;
+    return fail(ETIMEDOUT, "timed out after %lld us waiting for %s on \"%s\"", (long long)(timeoutNs / 1000),
+                q.role == JOIN_SHM_PRODUCER ? "room" : "an element", q.name);
+}
+
+int timedPush(join_shm_queue *handle, const void *element, int64_t timeoutNs) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_PRODUCER, element, &err);
+    if (!q) return err;
+    int r = waitFor(q->header().not_full, q->spinNs, timeoutNs, [&] { return tryPush(*q, element); });
+    return timedOut(*q, r, timeoutNs);
+}
+
+int timedPop(join_shm_queue *handle, void *element, int64_t timeoutNs) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_CONSUMER, element, &err);
+    if (!q) return err;
+    int r = waitFor(q->header().not_empty, q->spinNs, timeoutNs, [&] { return tryPop(*q, element); });
+    return timedOut(*q, r, timeoutNs);
+}
+
+bool validPolicy(int policy) noexcept { return policy >= JOIN_SHM_SPSC && policy <= JOIN_SHM_MPMC; }
+
+int checkOpenArguments(void *out, int policy, uint64_t elementSize, uint64_t capacity) noexcept {
+    if (!out) return failStatic(EINVAL, "the output handle pointer is NULL");
+    if (!validPolicy(policy)) return fail(EINVAL, "policy %d is not SPSC (1), MPSC (2) or MPMC (3)", policy);
+    if (elementSize == 0) return failStatic(EINVAL, "the element size is 0");
+    if (capacity == 0) return failStatic(EINVAL, "the capacity is 0");
+    return 0;
+}
+
+const Queue *inspectable(const join_shm_queue *handle) noexcept {
+    auto *q = reinterpret_cast<const Queue *>(handle);
+    return isOpenQueue(q) ? q : nullptr;
+}
+
+Endpoint *usableEndpoint(join_shm_endpoint *handle, int *err) noexcept {
+    auto *e = reinterpret_cast<Endpoint *>(handle);
+    if (isOpenEndpoint(e)) return e;
+    *err = failStatic(EINVAL, "the endpoint handle is NULL, closed, or not an endpoint handle");
+    return nullptr;
+}
+
+join_shm_queue *asHandle(Queue *q) noexcept { return reinterpret_cast<join_shm_queue *>(q); }
+
+}  // namespace
+
+extern "C" {
+
+uint32_t join_shm_version(void) noexcept {
+    return (JOIN_SHM_VERSION_MAJOR << 16) | (JOIN_SHM_VERSION_MINOR << 8) | JOIN_SHM_VERSION_PATCH;
+}
+
+const char *join_shm_strerror(int err) noexcept {
+    if (err == 0) return "Success";
+    if (err == INT32_MIN) return "Unknown error";
+    const char *text = strerrordesc_np(err < 0 ? -err : err);
+    return text ? text : "Unknown error";
+}
+
+const char *join_shm_last_error_detail(void) noexcept { return lastDetail(); }
+
+int join_shm_queue_open(join_shm_queue **out, const char *name, join_shm_policy policy, join_shm_role role,
+                        uint64_t element_size, uint64_t capacity) noexcept {
+    return join_shm_queue_open_ex(out, name, policy, role, element_size, capacity, nullptr);
+}
+
+int join_shm_queue_open_ex(join_shm_queue **out, const char *name, join_shm_policy policy, join_shm_role role,
+                           uint64_t element_size, uint64_t capacity, const join_shm_options *options) noexcept {
+    return guarded([&]() -> int {
+        if (out) *out = nullptr;
+        if (int r = checkOpenArguments(out, policy, element_size, capacity)) return r;
+        if (role != JOIN_SHM_PRODUCER && role != JOIN_SHM_CONSUMER)
+            return fail(EINVAL, "role %d is not PRODUCER (1) or CONSUMER (2)", (int)role);
+        char normalised[kNameBufferSize];
+        if (int r = normaliseName(name, "", normalised)) return r;
+        Queue *q = nullptr;
+        int r = openQueue(q, normalised, static_cast<uint32_t>(policy), static_cast<uint32_t>(role), element_size,
+                          capacity, options);
+        *out = asHandle(q);
+        return r;
+    });
+}
+
+void join_shm_queue_close(join_shm_queue *handle) noexcept {
+    auto *q = reinterpret_cast<Queue *>(handle);
+    if (isOpenQueue(q)) closeQueue(q);
+}
+
+int join_shm_unlink(const char *name) noexcept {
+    return guarded([&]() -> int {
+        char normalised[kNameBufferSize];
+        if (int r = normaliseName(name, "", normalised)) return r;
+        return unlinkSegment(normalised);
+    });
+}
+
+int join_shm_try_push(join_shm_queue *handle, const void *element) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_PRODUCER, element, &err);
+    return q ? emptyOrFull(JOIN_SHM_PRODUCER, tryPush(*q, element)) : err;
+}
+
+int join_shm_push(join_shm_queue *q, const void *element) noexcept { return timedPush(q, element, -1); }
+
+int join_shm_timed_push(join_shm_queue *q, const void *element, int64_t timeout_ns) noexcept {
+    return timedPush(q, element, timeout_ns);
+}
+
+int join_shm_try_pop(join_shm_queue *handle, void *element) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_CONSUMER, element, &err);
+    return q ? emptyOrFull(JOIN_SHM_CONSUMER, tryPop(*q, element)) : err;
+}
+
+int join_shm_pop(join_shm_queue *q, void *element) noexcept { return timedPop(q, element, -1); }
+
+int join_shm_timed_pop(join_shm_queue *q, void *element, int64_t timeout_ns) noexcept {
+    return timedPop(q, element, timeout_ns);
+}
+
+int64_t join_shm_try_push_n(join_shm_queue *handle, const void *elements, uint64_t count) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_PRODUCER, elements, &err);
+    if (!q) return err;
+    if (count == 0 || count > INT64_MAX) return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
+    const auto *from = static_cast<const unsigned char *>(elements);
+    uint64_t moved = 0;
+    while (moved < count && tryPush(*q, from + moved * q->elementSize) == 0) ++moved;
+    return moved ? static_cast<int64_t>(moved) : emptyOrFull(JOIN_SHM_PRODUCER, -EAGAIN);
+}
+
+int64_t join_shm_try_pop_n(join_shm_queue *handle, void *elements, uint64_t count) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_CONSUMER, elements, &err);
+    if (!q) return err;
+    if (count == 0 || count > INT64_MAX) return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
+    auto *to = static_cast<unsigned char *>(elements);
+    uint64_t moved = 0;
+    while (moved < count && tryPop(*q, to + moved * q->elementSize) == 0) ++moved;
+    return moved ? static_cast<int64_t>(moved) : emptyOrFull(JOIN_SHM_CONSUMER, -EAGAIN);
+}
+
+int join_shm_try_reserve(join_shm_queue *handle, void **slot) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_PRODUCER, slot, &err);
+    if (!q) return err;
+    Claim c;
+    if (int r = claimForWrite(*q, c)) return emptyOrFull(JOIN_SHM_PRODUCER, r);
+    q->outstanding = true;
+    q->outstandingPosition = c.position;
+    q->outstandingSlot = c.slot;
+    *slot = c.data();
+    return 0;
+}
+
+int join_shm_commit(join_shm_queue *handle) noexcept {
+    int err = 0;
+    Queue *q = usable(handle, JOIN_SHM_PRODUCER, &err);
+    if (!q) return err;
+    if (!q->outstanding) return failStatic(EINVAL, "commit without a reserved slot");
+    q->outstanding = false;
+    publish(*q, {q->outstandingPosition, q->outstandingSlot}, kFull);
+    return 0;
+}
+
+int join_shm_try_peek(join_shm_queue *handle, const void **slot) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_CONSUMER, slot, &err);
+    if (!q) return err;
+    Claim c;
+    if (int r = claimForRead(*q, c)) return emptyOrFull(JOIN_SHM_CONSUMER, r);
+    q->outstanding = true;
+    q->outstandingPosition = c.position;
+    q->outstandingSlot = c.slot;
+    *slot = c.data();
+    return 0;
+}
+
+int join_shm_release(join_shm_queue *handle) noexcept {
+    int err = 0;
+    Queue *q = usable(handle, JOIN_SHM_CONSUMER, &err);
+    if (!q) return err;
+    if (!q->outstanding) return failStatic(EINVAL, "release without a peeked slot");
+    q->outstanding = false;
+    releaseRead(*q, {q->outstandingPosition, q->outstandingSlot});
+    return 0;
+}
+
+uint64_t join_shm_pending(const join_shm_queue *handle) noexcept {
+    const Queue *q = inspectable(handle);
+    return q ? pendingCount(*q) : 0;
+}
+
+uint64_t join_shm_available(const join_shm_queue *handle) noexcept {
+    const Queue *q = inspectable(handle);
+    return q ? q->capacity - pendingCount(*q) : 0;
+}
+
+int join_shm_full(const join_shm_queue *handle) noexcept {
+    const Queue *q = inspectable(handle);
+    return q && pendingCount(*q) == q->capacity;
+}
+
+int join_shm_empty(const join_shm_queue *handle) noexcept {
+    const Queue *q = inspectable(handle);
+    return !q || pendingCount(*q) == 0;
+}
+
+uint64_t join_shm_element_size(const join_shm_queue *handle) noexcept {
+    const Queue *q = inspectable(handle);
+    return q ? q->elementSize : 0;
+}
+
+uint64_t join_shm_capacity(const join_shm_queue *handle) noexcept {
+    const Queue *q = inspectable(handle);
+    return q ? q->capacity : 0;
+}
+
+int join_shm_endpoint_open(join_shm_endpoint **out, const char *name, join_shm_policy policy, join_shm_side side,
+                           uint64_t element_size, uint64_t capacity) noexcept {
+    return guarded([&]() -> int {
+        if (out) *out = nullptr;
+        if (int r = checkOpenArguments(out, policy, element_size, capacity)) return r;
+        if (side != JOIN_SHM_SIDE_A && side != JOIN_SHM_SIDE_B)
+            return fail(EINVAL, "side %d is not SIDE_A (0) or SIDE_B (1)", (int)side);
+        char normalised[kNameBufferSize];
+        if (int r = normaliseName(name, "_AB", normalised)) return r;
+        normalised[std::strlen(normalised) - 3] = '\0';  // checked with the suffix, kept without
+        Endpoint *e = nullptr;
+        int r = openEndpoint(e, normalised, static_cast<uint32_t>(policy), static_cast<uint32_t>(side),
+                             element_size, capacity);
+        *out = reinterpret_cast<join_shm_endpoint *>(e);
+        return r;
+    });
+}
+
+void join_shm_endpoint_close(join_shm_endpoint *handle) noexcept {
+    auto *e = reinterpret_cast<Endpoint *>(handle);
+    if (isOpenEndpoint(e)) closeEndpoint(e);
+}
+
+int join_shm_endpoint_unlink(const char *name) noexcept {
+    return guarded([&]() -> int {
+        char normalised[kNameBufferSize];
+        if (int r = normaliseName(name, "_AB", normalised)) return r;
+        normalised[std::strlen(normalised) - 3] = '\0';
+        return unlinkEndpoint(normalised);
+    });
+}
+
+int join_shm_try_send(join_shm_endpoint *handle, const void *element) noexcept {
+    int err = 0;
+    Endpoint *e = usableEndpoint(handle, &err);
+    return e ? join_shm_try_push(asHandle(e->outbound), element) : err;
+}
+
+int join_shm_send(join_shm_endpoint *handle, const void *element) noexcept {
+    return join_shm_timed_send(handle, element, -1);
+}
+
+int join_shm_timed_send(join_shm_endpoint *handle, const void *element, int64_t timeout_ns) noexcept {
+    int err = 0;
+    Endpoint *e = usableEndpoint(handle, &err);
+    return e ? timedPush(asHandle(e->outbound), element, timeout_ns) : err;
+}
+
+int join_shm_try_receive(join_shm_endpoint *handle, void *element) noexcept {
+    int err = 0;
+    Endpoint *e = usableEndpoint(handle, &err);
+    return e ? join_shm_try_pop(asHandle(e->inbound), element) : err;
+}
+
+int join_shm_receive(join_shm_endpoint *handle, void *element) noexcept {
+    return join_shm_timed_receive(handle, element, -1);
+}
+
+int join_shm_timed_receive(join_shm_endpoint *handle, void *element, int64_t timeout_ns) noexcept {
+    int err = 0;
+    Endpoint *e = usableEndpoint(handle, &err);
+    return e ? timedPop(asHandle(e->inbound), element, timeout_ns) : err;
+}
+
+uint64_t join_shm_endpoint_available(const join_shm_endpoint *handle) noexcept {
+    auto *e = reinterpret_cast<const Endpoint *>(handle);
+    return isOpenEndpoint(e) ? join_shm_available(asHandle(e->outbound)) : 0;
+}
+
+uint64_t join_shm_endpoint_pending(const join_shm_endpoint *handle) noexcept {
+    auto *e = reinterpret_cast<const Endpoint *>(handle);
+    return isOpenEndpoint(e) ? join_shm_pending(asHandle(e->inbound)) : 0;
+}
+
+}  // extern "C"

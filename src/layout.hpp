@@ -1,0 +1,111 @@
+// The shared-segment layout: an ABI of its own, shared by every process that maps a ring.
+// Fixed-width fields only; anything added goes into reserved space and bumps kLayoutVersion.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace join::shm {
+
+constexpr uint64_t kMagic = 0x314d48534e494f4aULL;  // "JOINSHM1" read as little-endian bytes
+constexpr uint32_t kLayoutVersion = 1;
+constexpr size_t kCacheLine = 64;
+
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free in shared memory");
+static_assert(std::atomic<uint32_t>::is_always_lock_free, "32-bit atomics must be lock-free in shared memory");
+static_assert(sizeof(std::atomic<uint64_t>) == 8 && sizeof(std::atomic<uint32_t>) == 4,
+              "atomics must have the size of the value they hold");
+
+// A futex word for one direction (not-empty for consumers, not-full for producers).
+// Bit 0: somebody may be asleep (or about to sleep) on it. Bits 1..31: an epoch bumped by each wake.
+struct alignas(kCacheLine) WaitWord {
+    std::atomic<uint32_t> word;
+    uint32_t reserved[15];
+};
+
+// Each slot: its sequence number, then the element. seq encodes (lap position, state):
+//   4*pos + kFree      : free, waiting for the producer of position pos
+//   4*pos + kFull      : holds the element of position pos
+//   4*pos + kAbandoned : position pos was claimed and given up; consumers skip it
+// A consumer frees the slot of pos by storing 4*(pos + capacity). Four codes per position (not two,
+// as in a textbook ring) so that a capacity of 1 still tells "full" from "free for the next lap".
+struct SlotHeader {
+    std::atomic<uint64_t> seq;
+    std::atomic<uint32_t> claimant;  // pid of the producer that claimed the slot (diagnostics)
+    uint32_t reserved;
+};
+constexpr uint64_t kFree = 0, kFull = 1, kAbandoned = 2;
+constexpr size_t kSlotHeaderSize = sizeof(SlotHeader);
+static_assert(kSlotHeaderSize == 16, "slot header is part of the layout");
+
+enum class State : uint32_t { Initialising = 0, Ready = 1 };
+
+struct alignas(kCacheLine) Header {
+    // Line 0: written once by the creator before the name appears, then read-only.
+    uint64_t magic;
+    uint32_t version;
+    uint32_t policy;
+    uint64_t element_size;
+    uint64_t capacity;
+    uint64_t slot_stride;   // bytes from one slot to the next
+    uint64_t slots_offset;  // bytes from the segment start to slot 0
+    uint64_t total_size;
+    std::atomic<uint32_t> state;  // State::Ready once initialised (release), checked by attachers (acquire)
+    uint32_t creator_pid;
+
+    // Line 1: who holds the single-holder roles (0: nobody). CAS-claimed; see queue.cpp.
+    alignas(kCacheLine) std::atomic<uint32_t> producer_pid;
+    std::atomic<uint32_t> consumer_pid;
+    std::atomic<uint64_t> skipped;  // abandoned positions consumers stepped over
+    uint64_t reserved1[6];
+
+    // Line 2: next position to claim for producers. Written only by producers, so a lone producer
+    // keeps the line in its own cache.
+    alignas(kCacheLine) std::atomic<uint64_t> head;
+    uint64_t reserved2[7];
+
+    // Line 3: next position to consume. Written only by consumers.
+    alignas(kCacheLine) std::atomic<uint64_t> tail;
+    uint64_t reserved3[7];
+
+    WaitWord not_empty;  // consumers sleep here, producers wake them
+    WaitWord not_full;   // producers sleep here, consumers wake them
+
+    uint64_t reserved4[16];  // room to grow without moving the slots
+};
+
+static_assert(offsetof(Header, magic) == 0);
+static_assert(offsetof(Header, state) == 56);
+static_assert(offsetof(Header, producer_pid) == 64);
+static_assert(offsetof(Header, head) == 128);
+static_assert(offsetof(Header, tail) == 192);
+static_assert(offsetof(Header, not_empty) == 256);
+static_assert(offsetof(Header, not_full) == 320);
+static_assert(sizeof(Header) == 512);
+
+// Geometry derived from the user's parameters alone: both creator and attacher compute it and
+// the attacher insists the segment agrees. Returns false when the sizes overflow.
+struct Geometry {
+    uint64_t slot_stride;
+    uint64_t slots_offset;
+    uint64_t total_size;
+};
+
+// Keep segments far below what mmap could ever hand out, so that arithmetic on them never wraps.
+constexpr uint64_t kMaxSegmentSize = uint64_t{1} << 44;
+
+inline bool computeGeometry(uint64_t elementSize, uint64_t capacity, Geometry &g) noexcept {
+    uint64_t raw = 0, stride = 0, slots = 0, total = 0;
+    if (__builtin_add_overflow(elementSize, kSlotHeaderSize + kCacheLine - 1, &raw)) return false;
+    // Each slot starts on its own cache line: a producer filling slot i+1 never disturbs the
+    // consumer reading slot i.
+    stride = raw / kCacheLine * kCacheLine;
+    if (__builtin_mul_overflow(stride, capacity, &slots)) return false;
+    if (__builtin_add_overflow(slots, uint64_t{sizeof(Header)}, &total)) return false;
+    if (total > kMaxSegmentSize) return false;
+    g = {stride, sizeof(Header), total};
+    return true;
+}
+
+}  // namespace join::shm

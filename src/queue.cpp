@@ -1,0 +1,162 @@
+#include "queue.hpp"
+
+#include "error.hpp"
+#include "pool.hpp"
+#include "ring.hpp"
+#include "wait.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <pthread.h>
+#include <unistd.h>
+
+namespace join::shm {
+
+namespace {
+
+HandlePool<Queue> queuePool;
+
+std::atomic<pid_t> cachedPid{0};  // relaxed everywhere: each thread only needs its own process's pid
+
+void refreshPid() noexcept { cachedPid.store(getpid(), std::memory_order_relaxed); }
+
+const char *roleName(uint32_t role) noexcept { return role == JOIN_SHM_PRODUCER ? "producer" : "consumer"; }
+
+// The shared word naming the holder of a single-holder role, or nullptr if the role is shared.
+std::atomic<uint32_t> *roleHolder(Queue &q) noexcept {
+    if (q.role == JOIN_SHM_PRODUCER) return q.policy == JOIN_SHM_SPSC ? &q.header().producer_pid : nullptr;
+    return q.policy == JOIN_SHM_MPMC ? nullptr : &q.header().consumer_pid;
+}
+
+// Whether pid names a live process. A zombie (killed, not yet reaped) counts as dead.
+// Pids are compared within one pid namespace: peers in another namespace look dead or alive at
+// random, which is why sharing rings across pid namespaces is not supported (see README).
+bool processAlive(uint32_t pid) noexcept {
+    if (pid == 0 || pid > static_cast<uint32_t>(INT32_MAX)) return false;
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return false;
+    char path[32], stat[256] = {};
+    std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    FILE *f = std::fopen(path, "re");
+    if (!f) return true;  // no /proc: trust kill()
+    size_t n = std::fread(stat, 1, sizeof stat - 1, f);
+    std::fclose(f);
+    const char *state = n ? std::strrchr(stat, ')') : nullptr;  // the command name may hold spaces
+    return !(state && state[1] == ' ' && (state[2] == 'Z' || state[2] == 'X'));
+}
+
+int claimRole(Queue &q) noexcept {
+    std::atomic<uint32_t> *holder = roleHolder(q);
+    if (!holder) return 0;
+    const auto self = static_cast<uint32_t>(q.owner);
+    for (int attempt = 0; attempt < 16; ++attempt) {
+        // Acquire: pairs with the release when the previous holder let go (releaseRole), so its
+        // last cursor store is visible to us.
+        uint32_t current = holder->load(std::memory_order_acquire);
+        if (current != 0 && (current == self || processAlive(current)))
+            return fail(EBUSY, "segment \"%s\" already has its %s (pid %u)", q.name, roleName(q.role), current);
+        // Acq_rel: acquire as above; release publishes our claim to later claimants.
+        if (holder->compare_exchange_strong(current, self, std::memory_order_acq_rel)) return 0;
+    }
+    return fail(EBUSY, "segment \"%s\": the %s role keeps changing hands", q.name, roleName(q.role));
+}
+
+void releaseRole(Queue &q) noexcept {
+    if (std::atomic<uint32_t> *holder = roleHolder(q)) {
+        auto self = static_cast<uint32_t>(q.owner);
+        // Release: our cursor stores happen before the next holder's acquire in claimRole.
+        holder->compare_exchange_strong(self, 0, std::memory_order_release, std::memory_order_relaxed);
+    }
+}
+
+// A lone producer or consumer starts from the cursor its predecessor stored. The predecessor may
+// have died after handing its slot on but before storing the cursor: if the slot at the cursor
+// already moved past that position, step over it.
+void resumeLonePosition(Queue &q) noexcept {
+    std::atomic<uint64_t> &cursor = q.role == JOIN_SHM_PRODUCER ? q.header().head : q.header().tail;
+    uint64_t position = cursor.load(std::memory_order_relaxed);  // ordered by claimRole's acquire
+    SlotHeader *slot = slotAt(q, indexOf(q, position));
+    const uint64_t seq = slot->seq.load(std::memory_order_acquire);  // as claimForWrite/claimForRead
+    const uint64_t doneFrom = q.role == JOIN_SHM_PRODUCER ? 4 * position + kFull : 4 * (position + q.capacity);
+    if (seq - doneFrom < 4 * q.capacity) ++position;  // unsigned: true for doneFrom <= seq < doneFrom + 4*cap
+    q.position = position;
+    q.index = indexOf(q, position);
+    cursor.store(position, std::memory_order_relaxed);  // relaxed: as in publish/releaseRead
+}
+
+}  // namespace
+
+pid_t currentProcess() noexcept {
+    static const bool registered = (pthread_atfork(nullptr, nullptr, refreshPid), refreshPid(), true);
+    (void)registered;
+    return cachedPid.load(std::memory_order_relaxed);
+}
+
+bool isOpenQueue(const Queue *q) noexcept { return q && q->magic == kQueueMagic; }
+
+int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uint64_t elementSize,
+              uint64_t capacity, const join_shm_options *options) noexcept {
+    out = nullptr;
+    SegmentOptions segmentOptions{0, 0, 0};
+    int64_t spinNs = kDefaultSpinNs;
+    if (options) {
+        // Read only the fields the caller's struct has: it may come from an older header.
+        join_shm_options o{};
+        std::memcpy(&o, options, options->size < sizeof o ? options->size : sizeof o);
+        if (o.size < offsetof(join_shm_options, flags) + sizeof o.flags)
+            return fail(EINVAL, "options.size is %u, at least %zu is needed", o.size,
+                        offsetof(join_shm_options, flags) + sizeof o.flags);
+        if (o.flags & ~(JOIN_SHM_PREFAULT | JOIN_SHM_MLOCK))
+            return fail(EINVAL, "options.flags has unknown bits 0x%llx",
+                        (unsigned long long)(o.flags & ~(JOIN_SHM_PREFAULT | JOIN_SHM_MLOCK)));
+        if (o.mode & ~07777u) return fail(EINVAL, "options.mode 0%o is not a permission mode", o.mode);
+        segmentOptions = {o.mode, o.open_timeout_ns, o.flags};
+        if (o.spin_ns != 0) spinNs = o.spin_ns < 0 ? 0 : o.spin_ns;
+    }
+    registerPublisher();
+    Queue *q = queuePool.take();
+    if (!q) return fail(ENOMEM, "out of memory for a queue handle");
+    std::snprintf(q->name, sizeof q->name, "%s", name);
+    q->policy = policy;
+    q->role = role;
+    q->owner = currentProcess();
+    q->spinNs = spinNs;
+    int r = openSegment(name, {policy, elementSize, capacity}, segmentOptions, q->segment);
+    if (r == 0) {
+        q->elementSize = elementSize;
+        q->capacity = capacity;
+        q->stride = q->segment.geometry.slot_stride;
+        q->mask = (capacity & (capacity - 1)) == 0 ? capacity - 1 : 0;
+        r = claimRole(*q);
+        if (r != 0) closeSegment(q->segment);
+    }
+    if (r != 0) {
+        queuePool.give(q);
+        return r;
+    }
+    if (roleHolder(*q)) resumeLonePosition(*q);
+    q->magic = kQueueMagic;
+    out = q;
+    return 0;
+}
+
+void closeQueue(Queue *q) noexcept {
+    q->magic = kDeadMagic;
+    // An inherited handle (after fork) may only be closed: the parent still owns its role and slot.
+    if (q->owner == currentProcess()) {
+        if (q->outstanding) {
+            Claim c{q->outstandingPosition, q->outstandingSlot};
+            if (q->role == JOIN_SHM_CONSUMER && q->policy == JOIN_SHM_MPMC)
+                releaseRead(*q, c);  // claimed in the shared cursor: counts as consumed
+            else if (q->role == JOIN_SHM_PRODUCER && q->policy != JOIN_SHM_SPSC)
+                publish(*q, c, kAbandoned);  // claimed in the shared cursor: consumers skip it
+            // otherwise nothing was claimed in shared memory: the element or slot stays put
+        }
+        releaseRole(*q);
+    }
+    closeSegment(q->segment);
+    queuePool.give(q);
+}
+
+}  // namespace join::shm

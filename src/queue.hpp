@@ -1,0 +1,54 @@
+// A queue handle: one process's view of one ring, in one role. Process-local state (cursor of a
+// lone producer or consumer, the outstanding zero-copy slot) lives here, never in the segment.
+#pragma once
+
+#include "segment.hpp"
+
+#include <join/shm.h>
+
+#include <cstdint>
+#include <sys/types.h>
+
+namespace join::shm {
+
+constexpr uint32_t kQueueMagic = 0x4a53510a;  // checked on entry to every call
+constexpr uint32_t kDeadMagic = 0xdeadbeef;   // left behind by close: use after close is -EINVAL
+constexpr int64_t kDefaultSpinNs = 20'000;
+
+struct Queue {
+    uint32_t magic = 0;
+    uint32_t policy = 0;
+    uint32_t role = 0;
+    pid_t owner = 0;  // the process that opened the handle
+    Segment segment;
+    uint64_t elementSize = 0;
+    uint64_t capacity = 0;
+    uint64_t stride = 0;
+    uint64_t mask = 0;  // capacity - 1 when capacity is a power of two, else 0
+    // The lone producer (SPSC) or lone consumer (SPSC, MPSC) keeps its cursor here: position and
+    // its slot index, advanced without a division.
+    uint64_t position = 0;
+    uint64_t index = 0;
+    int64_t spinNs = kDefaultSpinNs;
+    // The zero-copy slot handed out by try_reserve / try_peek, if any.
+    bool outstanding = false;
+    uint64_t outstandingPosition = 0;
+    SlotHeader *outstandingSlot = nullptr;
+    char name[kNameBufferSize] = {};
+
+    Header &header() const noexcept { return *segment.header; }
+    bool lonePosition() const noexcept {
+        return policy == JOIN_SHM_SPSC || (policy == JOIN_SHM_MPSC && role == JOIN_SHM_CONSUMER);
+    }
+};
+
+// getpid() without a system call: cached, and refreshed in the child after fork().
+pid_t currentProcess() noexcept;
+
+// name must be normalised already (normaliseName).
+int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uint64_t elementSize,
+              uint64_t capacity, const join_shm_options *options) noexcept;
+void closeQueue(Queue *q) noexcept;
+bool isOpenQueue(const Queue *q) noexcept;
+
+}  // namespace join::shm

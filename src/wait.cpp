@@ -1,0 +1,86 @@
+#include "wait.hpp"
+
+#include <ctime>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace join::shm {
+
+std::atomic<bool> publisherMustFence{false};
+
+namespace {
+
+// pid for which membarrier registration was done; 0 before the first open.
+std::atomic<pid_t> registeredPid{0};
+// Whether this process may call MEMBARRIER_CMD_GLOBAL_EXPEDITED.
+std::atomic<bool> haveMembarrier{false};
+
+constexpr int64_t kFallbackSliceNs = 1'000'000;
+
+long membarrier(int cmd) noexcept { return syscall(SYS_membarrier, cmd, 0, 0); }
+
+void heavyBarrier() noexcept {
+    if (haveMembarrier.load(std::memory_order_relaxed) && membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) return;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+}  // namespace
+
+int64_t monotonicNs() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+void pauseBriefly() noexcept {
+    timespec ts{0, 100'000};
+    nanosleep(&ts, nullptr);
+}
+
+void registerPublisher() noexcept {
+    const pid_t self = getpid();
+    if (registeredPid.load(std::memory_order_acquire) == self) return;
+    long supported = membarrier(MEMBARRIER_CMD_QUERY);
+    bool ok = supported > 0 && (supported & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
+              membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+    haveMembarrier.store(ok, std::memory_order_relaxed);
+    publisherMustFence.store(!ok, std::memory_order_relaxed);
+    // Release: a thread that sees our pid here also sees the two flags above.
+    registeredPid.store(self, std::memory_order_release);
+}
+
+void wakeAll(WaitWord &w) noexcept {
+    uint32_t v = w.word.load(std::memory_order_relaxed);
+    while (v & 1u) {
+        // v | 1 plus one clears bit 0 and bumps the epoch in bits 1..31, so a waiter between its
+        // re-check and futex_wait finds the word changed. Release: pairs with the waiter's
+        // acquire in announceWaiter, for the ring change published before this wake.
+        if (w.word.compare_exchange_weak(v, v + 1u, std::memory_order_release, std::memory_order_relaxed)) {
+            syscall(SYS_futex, &w.word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+            return;
+        }
+    }
+}
+
+uint32_t announceWaiter(WaitWord &w) noexcept {
+    // Acq_rel: the read half pairs with wakeAll's release; the write half is what publishers test.
+    uint32_t seen = w.word.fetch_or(1u, std::memory_order_acq_rel) | 1u;
+    heavyBarrier();  // the barrier of the protocol in wait.hpp: orders our bit against the re-check
+    return seen;
+}
+
+void sleepOn(WaitWord &w, uint32_t expected, int64_t deadlineNs) noexcept {
+    if (!haveMembarrier.load(std::memory_order_relaxed)) {
+        int64_t slice = deadlineAfter(monotonicNs(), kFallbackSliceNs);
+        if (slice < deadlineNs) deadlineNs = slice;
+    }
+    timespec abs{deadlineNs / 1'000'000'000, deadlineNs % 1'000'000'000};
+    // Not FUTEX_PRIVATE_FLAG: the word lives in memory shared with other processes.
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so EINTR simply loops.
+    syscall(SYS_futex, &w.word, FUTEX_WAIT_BITSET, expected, deadlineNs == INT64_MAX ? nullptr : &abs, nullptr,
+            FUTEX_BITSET_MATCH_ANY);
+}
+
+}  // namespace join::shm

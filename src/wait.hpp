@@ -1,0 +1,92 @@
+// Waiting without burning CPU: spin briefly, then sleep on a futex word inside the segment.
+//
+// The protocol, per direction (WaitWord in layout.hpp; bit 0 = "a waiter may be asleep"):
+//   waiter:    word.fetch_or(1); heavyBarrier(); re-check the ring; futex_wait(word, value seen)
+//   publisher: change the ring (release store); compiler barrier; if (word & 1) bump epoch, clear
+//              bit 0 and FUTEX_WAKE everyone
+// No lost wake-up: heavyBarrier() is membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), a full barrier on
+// every CPU running a process registered as a publisher (every process that opens a ring). For a
+// publisher P and waiter W, the barrier lands in P's program order either after P's ring store
+// (then the store is visible to W's re-check) or before P's load of the word (then P sees bit 0,
+// which W set before the barrier). A P that is not running has passed a context switch, itself a
+// full barrier. So the publish path stays a release store plus one plain load, and the waiter,
+// who is about to sleep anyway, pays the ~1 us barrier. If a wake lands between W's re-check and
+// its futex_wait, the word no longer holds the value W saw and futex_wait returns at once.
+// Where membarrier is unavailable, publishers in this process fence instead, and waiters here
+// sleep in slices of 1 ms, so a wake-up missed from a publisher elsewhere costs at most a slice.
+#pragma once
+
+#include "layout.hpp"
+
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+
+namespace join::shm {
+
+int64_t monotonicNs() noexcept;
+void pauseBriefly() noexcept;  // sleeps ~100 us: for polling rare states, never on a hot path
+
+inline void cpuRelax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+// Registers this process for membarrier once per pid (registration does not survive fork).
+void registerPublisher() noexcept;
+
+// True when this process could not register and its publishers must fence.
+extern std::atomic<bool> publisherMustFence;
+
+void wakeAll(WaitWord &w) noexcept;
+
+// Called by a publisher right after its release store made the ring change visible.
+inline void notify(WaitWord &w) noexcept {
+    if (publisherMustFence.load(std::memory_order_relaxed))
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+    else
+        std::atomic_signal_fence(std::memory_order_seq_cst);  // keep the load after the store; see above
+    // Relaxed: ordering comes from the barrier pairing described at the top of this file.
+    if (w.word.load(std::memory_order_relaxed) & 1u) wakeAll(w);
+}
+
+// Announces a waiter on w and returns the word's value to sleep on.
+uint32_t announceWaiter(WaitWord &w) noexcept;
+
+// Sleeps while w still holds expected, until deadlineNs (INT64_MAX: no deadline). Returns early
+// on wake, signal or a changed word; the caller re-checks.
+void sleepOn(WaitWord &w, uint32_t expected, int64_t deadlineNs) noexcept;
+
+inline int64_t deadlineAfter(int64_t now, int64_t timeoutNs) noexcept {
+    int64_t deadline;
+    if (timeoutNs < 0 || __builtin_add_overflow(now, timeoutNs, &deadline)) return INT64_MAX;
+    return deadline;
+}
+
+// Retries tryOp (returning 0, -EAGAIN, or another error) until it does not return -EAGAIN or the
+// timeout passes (-ETIMEDOUT). Spins for spinNs, then sleeps on w.
+template <class TryOp>
+int waitFor(WaitWord &w, int64_t spinNs, int64_t timeoutNs, TryOp &&tryOp) noexcept {
+    int r = tryOp();
+    if (r != -EAGAIN) return r;
+    if (timeoutNs == 0) return -ETIMEDOUT;
+    const int64_t start = monotonicNs();
+    const int64_t deadline = deadlineAfter(start, timeoutNs);
+    const int64_t spinUntil = start + spinNs < deadline ? start + spinNs : deadline;
+    for (unsigned i = 1; spinNs > 0; ++i) {
+        cpuRelax();
+        if ((r = tryOp()) != -EAGAIN) return r;
+        if (i % 32 == 0 && monotonicNs() >= spinUntil) break;
+    }
+    for (;;) {
+        uint32_t expected = announceWaiter(w);
+        if ((r = tryOp()) != -EAGAIN) return r;
+        if (monotonicNs() >= deadline) return -ETIMEDOUT;
+        sleepOn(w, expected, deadline);
+    }
+}
+
+}  // namespace join::shm
