@@ -193,10 +193,12 @@ int64_t join_shm_try_push_n(join_shm_queue *handle, const void *elements, uint64
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_PRODUCER, elements, &err);
     if (!q) return err;
-    if (count == 0 || count > INT64_MAX) return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
+    if (count == 0 || count > INT64_MAX)
+        return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
     const auto *from = static_cast<const unsigned char *>(elements);
     uint64_t moved = 0;
-    while (moved < count && tryPush(*q, from + moved * q->elementSize) == 0) ++moved;
+    while (moved < count && tryPush(*q, from + moved * q->elementSize) == 0)
+        ++moved;
     return moved ? static_cast<int64_t>(moved) : emptyOrFull(JOIN_SHM_PRODUCER, -EAGAIN);
 }
 
@@ -204,10 +206,12 @@ int64_t join_shm_try_pop_n(join_shm_queue *handle, void *elements, uint64_t coun
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_CONSUMER, elements, &err);
     if (!q) return err;
-    if (count == 0 || count > INT64_MAX) return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
+    if (count == 0 || count > INT64_MAX)
+        return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
     auto *to = static_cast<unsigned char *>(elements);
     uint64_t moved = 0;
-    while (moved < count && tryPop(*q, to + moved * q->elementSize) == 0) ++moved;
+    while (moved < count && tryPop(*q, to + moved * q->elementSize) == 0)
+        ++moved;
     return moved ? static_cast<int64_t>(moved) : emptyOrFull(JOIN_SHM_CONSUMER, -EAGAIN);
 }
 
@@ -298,8 +302,8 @@ int join_shm_endpoint_open(join_shm_endpoint **out, const char *name, join_shm_p
         if (int r = normaliseName(name, "_AB", normalised)) return r;
         normalised[std::strlen(normalised) - 3] = '\0';  // checked with the suffix, kept without
         Endpoint *e = nullptr;
-        int r = openEndpoint(e, normalised, static_cast<uint32_t>(policy), static_cast<uint32_t>(side),
-                             element_size, capacity);
+        int r = openEndpoint(e, normalised, static_cast<uint32_t>(policy), static_cast<uint32_t>(side), element_size,
+                             capacity);
         *out = reinterpret_cast<join_shm_endpoint *>(e);
         return r;
     });

@@ -8,7 +8,7 @@ namespace join::shm {
 namespace {
 thread_local char buffer[256];
 thread_local const char *detail = "no error";
-}
+}  // namespace
 
 int fail(int err, const char *fmt, ...) noexcept {
     va_list ap;

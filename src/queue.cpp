@@ -5,12 +5,12 @@
 #include "ring.hpp"
 #include "wait.hpp"
 
+#include <pthread.h>
+#include <unistd.h>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <pthread.h>
-#include <unistd.h>
 
 namespace join::shm {
 
@@ -95,8 +95,8 @@ pid_t currentProcess() noexcept {
 
 bool isOpenQueue(const Queue *q) noexcept { return q && q->magic == kQueueMagic; }
 
-int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uint64_t elementSize,
-              uint64_t capacity, const join_shm_options *options) noexcept {
+int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uint64_t elementSize, uint64_t capacity,
+              const join_shm_options *options) noexcept {
     out = nullptr;
     SegmentOptions segmentOptions{0, 0, 0};
     int64_t spinNs = kDefaultSpinNs;

@@ -6,8 +6,8 @@
 
 #include <join/shm.h>
 
-#include <cstdint>
 #include <sys/types.h>
+#include <cstdint>
 
 namespace join::shm {
 
@@ -46,8 +46,8 @@ struct Queue {
 pid_t currentProcess() noexcept;
 
 // name must be normalised already (normaliseName).
-int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uint64_t elementSize,
-              uint64_t capacity, const join_shm_options *options) noexcept;
+int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uint64_t elementSize, uint64_t capacity,
+              const join_shm_options *options) noexcept;
 void closeQueue(Queue *q) noexcept;
 bool isOpenQueue(const Queue *q) noexcept;
 

@@ -5,13 +5,13 @@
 
 #include <join/shm.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 namespace join::shm {
 
@@ -24,10 +24,14 @@ constexpr int64_t kDefaultOpenTimeoutNs = 1'000'000'000;
 
 const char *policyName(uint64_t policy) noexcept {
     switch (policy) {
-        case JOIN_SHM_SPSC: return "SPSC";
-        case JOIN_SHM_MPSC: return "MPSC";
-        case JOIN_SHM_MPMC: return "MPMC";
-        default: return "unknown";
+        case JOIN_SHM_SPSC:
+            return "SPSC";
+        case JOIN_SHM_MPSC:
+            return "MPSC";
+        case JOIN_SHM_MPMC:
+            return "MPMC";
+        default:
+            return "unknown";
     }
 }
 
@@ -39,7 +43,8 @@ struct Path {
 int mapSegment(int fd, uint64_t size, const SegmentOptions &options, Segment &out) noexcept {
     int flags = MAP_SHARED | ((options.flags & JOIN_SHM_PREFAULT) ? MAP_POPULATE : 0);
     void *base = mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, fd, 0);
-    if (base == MAP_FAILED) return fail(errno, "cannot map %llu bytes: %s", (unsigned long long)size, std::strerror(errno));
+    if (base == MAP_FAILED)
+        return fail(errno, "cannot map %llu bytes: %s", (unsigned long long)size, std::strerror(errno));
     if ((options.flags & JOIN_SHM_MLOCK) && mlock(base, size) != 0) {
         int err = errno;
         munmap(base, size);
@@ -54,8 +59,7 @@ int mapSegment(int fd, uint64_t size, const SegmentOptions &options, Segment &ou
 // Creates an unnamed file, initialises it fully, then links it under NAME: other processes can
 // only ever see a finished segment, and a creator that dies midway leaves nothing behind.
 // Returns -EEXIST (without a detail) when another process linked the name first.
-int createSegment(const char *name, const Params &params, const SegmentOptions &options,
-                  Segment &out) noexcept {
+int createSegment(const char *name, const Params &params, const SegmentOptions &options, Segment &out) noexcept {
     mode_t mode = options.mode ? static_cast<mode_t>(options.mode & 07777) : 0600;
     int fd = open(kShmDir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
     if (fd < 0) return fail(errno, "cannot create a segment in %s: %s", kShmDir, std::strerror(errno));
@@ -136,8 +140,8 @@ int attachSegment(int fd, const char *name, const Params &params, const SegmentO
         return fail(EINVAL, "segment \"%s\" has element size %llu, opened with %llu", name,
                     (unsigned long long)elementSize, (unsigned long long)params.elementSize);
     if (capacity != params.capacity)
-        return fail(EINVAL, "segment \"%s\" has capacity %llu, opened with %llu", name,
-                    (unsigned long long)capacity, (unsigned long long)params.capacity);
+        return fail(EINVAL, "segment \"%s\" has capacity %llu, opened with %llu", name, (unsigned long long)capacity,
+                    (unsigned long long)params.capacity);
     const Geometry &g = out.geometry;
     if (readU64(raw, offsetof(Header, slot_stride)) != g.slot_stride ||
         readU64(raw, offsetof(Header, slots_offset)) != g.slots_offset ||

@@ -36,8 +36,7 @@ struct Segment {
 int normaliseName(const char *name, const char *suffix, char (&out)[kNameBufferSize]) noexcept;
 
 // Opens NAME (normalised), creating and initialising it when it does not exist yet.
-int openSegment(const char *name, const Params &params, const SegmentOptions &options,
-                Segment &out) noexcept;
+int openSegment(const char *name, const Params &params, const SegmentOptions &options, Segment &out) noexcept;
 
 void closeSegment(Segment &segment) noexcept;
 

@@ -1,10 +1,10 @@
 #include "wait.hpp"
 
-#include <ctime>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <ctime>
 
 namespace join::shm {
 

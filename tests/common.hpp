@@ -3,10 +3,10 @@
 
 #include <join/shm.h>
 
+#include <unistd.h>
 #include <atomic>
 #include <cstdio>
 #include <string>
-#include <unistd.h>
 
 namespace test {
 

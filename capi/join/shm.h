@@ -77,14 +77,12 @@ JOIN_SHM_API const char *join_shm_last_error_detail(void) JOIN_SHM_NOEXCEPT;
    initialising it if it does not exist. Parameters must match an existing ring (-EINVAL).
    -EBUSY if the role is held (SPSC: one producer and one consumer; MPSC: one consumer) by a live
    process. On success *out holds the handle; on failure *out is NULL. */
-JOIN_SHM_API int join_shm_queue_open(join_shm_queue **out, const char *name, join_shm_policy policy,
-                                     join_shm_role role, uint64_t element_size,
-                                     uint64_t capacity) JOIN_SHM_NOEXCEPT;
+JOIN_SHM_API int join_shm_queue_open(join_shm_queue **out, const char *name, join_shm_policy policy, join_shm_role role,
+                                     uint64_t element_size, uint64_t capacity) JOIN_SHM_NOEXCEPT;
 
 /* As join_shm_queue_open, with options (NULL means all defaults). */
-JOIN_SHM_API int join_shm_queue_open_ex(join_shm_queue **out, const char *name,
-                                        join_shm_policy policy, join_shm_role role,
-                                        uint64_t element_size, uint64_t capacity,
+JOIN_SHM_API int join_shm_queue_open_ex(join_shm_queue **out, const char *name, join_shm_policy policy,
+                                        join_shm_role role, uint64_t element_size, uint64_t capacity,
                                         const join_shm_options *options) JOIN_SHM_NOEXCEPT;
 
 /* Release the role and the mapping. NULL is a no-op. Never unlinks the segment. */
@@ -97,21 +95,17 @@ JOIN_SHM_API int join_shm_unlink(const char *name) JOIN_SHM_NOEXCEPT;
    then sleeps). timed_push: waits at most timeout_ns, then -ETIMEDOUT. Producer handles only. */
 JOIN_SHM_API int join_shm_try_push(join_shm_queue *q, const void *element) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API int join_shm_push(join_shm_queue *q, const void *element) JOIN_SHM_NOEXCEPT;
-JOIN_SHM_API int join_shm_timed_push(join_shm_queue *q, const void *element,
-                                     int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
+JOIN_SHM_API int join_shm_timed_push(join_shm_queue *q, const void *element, int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
 
 /* Copy the oldest element out. try_: -EAGAIN when empty. Consumer handles only. */
 JOIN_SHM_API int join_shm_try_pop(join_shm_queue *q, void *element) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API int join_shm_pop(join_shm_queue *q, void *element) JOIN_SHM_NOEXCEPT;
-JOIN_SHM_API int join_shm_timed_pop(join_shm_queue *q, void *element,
-                                    int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
+JOIN_SHM_API int join_shm_timed_pop(join_shm_queue *q, void *element, int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
 
 /* Batches: move up to count contiguous elements; return how many moved (>= 1), or -EAGAIN if
    none could. count 0 is -EINVAL. */
-JOIN_SHM_API int64_t join_shm_try_push_n(join_shm_queue *q, const void *elements,
-                                         uint64_t count) JOIN_SHM_NOEXCEPT;
-JOIN_SHM_API int64_t join_shm_try_pop_n(join_shm_queue *q, void *elements,
-                                        uint64_t count) JOIN_SHM_NOEXCEPT;
+JOIN_SHM_API int64_t join_shm_try_push_n(join_shm_queue *q, const void *elements, uint64_t count) JOIN_SHM_NOEXCEPT;
+JOIN_SHM_API int64_t join_shm_try_pop_n(join_shm_queue *q, void *elements, uint64_t count) JOIN_SHM_NOEXCEPT;
 
 /* Zero-copy. try_reserve gives a writable slot (-EAGAIN when full), commit publishes it.
    try_peek gives the oldest element in place (-EAGAIN when empty), release hands it back.
@@ -133,20 +127,17 @@ JOIN_SHM_API uint64_t join_shm_capacity(const join_shm_queue *q) JOIN_SHM_NOEXCE
 /* Endpoints: a duplex channel made of two rings, NAME_AB (A -> B) and NAME_BA (B -> A). Each side
    is the producer of its outbound ring and the consumer of its inbound one. Names may be three
    characters shorter than queue names. */
-JOIN_SHM_API int join_shm_endpoint_open(join_shm_endpoint **out, const char *name,
-                                        join_shm_policy policy, join_shm_side side,
-                                        uint64_t element_size, uint64_t capacity) JOIN_SHM_NOEXCEPT;
+JOIN_SHM_API int join_shm_endpoint_open(join_shm_endpoint **out, const char *name, join_shm_policy policy,
+                                        join_shm_side side, uint64_t element_size, uint64_t capacity) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API void join_shm_endpoint_close(join_shm_endpoint *e) JOIN_SHM_NOEXCEPT;
 /* Removes NAME_AB and NAME_BA; missing ones are success. */
 JOIN_SHM_API int join_shm_endpoint_unlink(const char *name) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API int join_shm_try_send(join_shm_endpoint *e, const void *element) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API int join_shm_send(join_shm_endpoint *e, const void *element) JOIN_SHM_NOEXCEPT;
-JOIN_SHM_API int join_shm_timed_send(join_shm_endpoint *e, const void *element,
-                                     int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
+JOIN_SHM_API int join_shm_timed_send(join_shm_endpoint *e, const void *element, int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API int join_shm_try_receive(join_shm_endpoint *e, void *element) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API int join_shm_receive(join_shm_endpoint *e, void *element) JOIN_SHM_NOEXCEPT;
-JOIN_SHM_API int join_shm_timed_receive(join_shm_endpoint *e, void *element,
-                                        int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
+JOIN_SHM_API int join_shm_timed_receive(join_shm_endpoint *e, void *element, int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
 /* Free slots outbound; messages waiting inbound. 0 for a bad handle. */
 JOIN_SHM_API uint64_t join_shm_endpoint_available(const join_shm_endpoint *e) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API uint64_t join_shm_endpoint_pending(const join_shm_endpoint *e) JOIN_SHM_NOEXCEPT;
