@@ -1,0 +1,452 @@
+/*
+ * <join/shared.hpp> -- the C++ face of libjoin-shm.
+ *
+ * A header-only, move-only RAII layer over <join/shm.h>: each object holds one C handle, every
+ * operation is noexcept, returns 0 (or a count) on success and -1 on failure, and then records the
+ * reason in the thread-local join::lastError. Would-block is an ordinary result, not an exception.
+ * Nothing here adds behaviour of its own: types, durations and errors are mapped onto the C API.
+ *
+ *     using namespace join;
+ *     Spsc::Producer producer("orders", sizeof(Order), 1024);
+ *     if (producer.open() == -1) std::cerr << lastError.message() << ": " << lastErrorDetail();
+ *
+ * C++17; includes only <join/shm.h> and the standard library.
+ */
+#ifndef JOIN_SHARED_HPP
+#define JOIN_SHARED_HPP
+
+#include <join/shm.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+namespace join {
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// What a failing operation reports in lastError, for the failures the library itself defines.
+/// Errors the OS reports (EACCES, ENOENT, ENOMEM, ...) come as std::generic_category() codes.
+enum class Errc {
+    InvalidParam = 1,  ///< NULL pointer, bad name, closed object, parameters that do not match the segment
+    TemporaryError,    ///< ring full (push/send) or empty (pop/receive): try again
+    TimedOut,          ///< the timeout expired first
+    InUse,             ///< the role is taken by a live process, or this object is already open
+    ProtocolError,     ///< the name is not a join-shm ring, has another layout version, or is corrupt
+};
+
+/// The category of join::Errc, named "join". Each code is also equivalent to its std::errc
+/// counterpart, so `lastError == std::errc::timed_out` holds as well as `== Errc::TimedOut`.
+class ErrorCategory final : public std::error_category {
+public:
+    const char *name() const noexcept override { return "join"; }
+
+    std::string message(int code) const override {
+        switch (static_cast<Errc>(code)) {
+            case Errc::InvalidParam:
+                return "invalid parameter";
+            case Errc::TemporaryError:
+                return "temporary error (ring full or empty), try again";
+            case Errc::TimedOut:
+                return "timed out";
+            case Errc::InUse:
+                return "already in use";
+            case Errc::ProtocolError:
+                return "not a join-shm segment, or a corrupt one";
+        }
+        return "unknown join error " + std::to_string(code);
+    }
+
+    std::error_condition default_error_condition(int code) const noexcept override {
+        switch (static_cast<Errc>(code)) {
+            case Errc::InvalidParam:
+                return std::errc::invalid_argument;
+            case Errc::TemporaryError:
+                return std::errc::resource_unavailable_try_again;
+            case Errc::TimedOut:
+                return std::errc::timed_out;
+            case Errc::InUse:
+                return std::errc::device_or_resource_busy;
+            case Errc::ProtocolError:
+                return std::errc::protocol_error;
+        }
+        return std::error_condition(code, *this);
+    }
+};
+
+/// The one instance of the "join" category.
+inline const std::error_category &errorCategory() noexcept {
+    static const ErrorCategory category;
+    return category;
+}
+
+inline std::error_code make_error_code(Errc e) noexcept { return {static_cast<int>(e), errorCategory()}; }
+
+}  // namespace join
+
+namespace std {
+template <>
+struct is_error_code_enum<join::Errc> : true_type {};
+}  // namespace std
+
+namespace join {
+
+/// The reason for the calling thread's last failing operation. Like errno, success leaves it alone.
+inline thread_local std::error_code lastError;
+
+namespace detail {
+
+// The sentence for a failure the facade found itself (closed object, double open); nullptr when
+// lastError came from the C API, whose own sentence then applies.
+inline thread_local const char *facadeDetail = nullptr;
+
+// The one mapping from the C API's negative errno values to lastError.
+inline std::error_code toErrorCode(int err) noexcept {
+    const int e = err < 0 ? -err : err;
+    switch (e) {
+        case EINVAL:
+            return Errc::InvalidParam;
+        case EAGAIN:
+            return Errc::TemporaryError;
+        case ETIMEDOUT:
+            return Errc::TimedOut;
+        case EBUSY:
+            return Errc::InUse;
+        case EPROTO:
+            return Errc::ProtocolError;
+        default:
+            return std::error_code(e, std::generic_category());
+    }
+}
+
+// A C API result: 0 (or a count) passes through, a negative errno becomes -1 and lastError.
+template <typename Int>
+inline Int result(Int rc) noexcept {
+    if (rc >= 0) return rc;
+    lastError = toErrorCode(static_cast<int>(rc));
+    facadeDetail = nullptr;
+    return -1;
+}
+
+// A failure found by the facade before reaching the C API.
+inline int fail(Errc e, const char *sentence) noexcept {
+    lastError = e;
+    facadeDetail = sentence;
+    return -1;
+}
+
+inline int notOpen() noexcept { return fail(Errc::InvalidParam, "the object is not open (call open() first)"); }
+
+// A relative timeout in the C API's terms. A duration that is zero, negative or NaN makes one
+// attempt (the C API's "negative waits forever" is not a chrono meaning; the blocking call is the
+// way to wait forever); a positive one rounds up to whole nanoseconds, so it never becomes a
+// single attempt; one beyond the int64 range (about 292 years) is clamped to it.
+template <typename Rep, typename Period>
+inline int64_t toTimeoutNs(const std::chrono::duration<Rep, Period> &timeout) noexcept {
+    const long double ns = std::chrono::duration<long double, std::nano>(timeout).count();
+    if (!(ns > 0.0L)) return 0;
+    if (ns >= static_cast<long double>(std::numeric_limits<int64_t>::max())) return std::numeric_limits<int64_t>::max();
+    if constexpr (std::is_floating_point_v<Rep>) {
+        const auto whole = static_cast<int64_t>(ns);
+        return static_cast<long double>(whole) < ns ? whole + 1 : whole;
+    } else {
+        return static_cast<int64_t>(std::chrono::ceil<std::chrono::nanoseconds>(timeout).count());
+    }
+}
+
+}  // namespace detail
+
+/// One sentence about the failure recorded in lastError (e.g. which parameter did not match the
+/// segment). Never NULL; valid until this thread's next failing operation.
+inline const char *lastErrorDetail() noexcept {
+    return detail::facadeDetail ? detail::facadeDetail : join_shm_last_error_detail();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segments
+// ---------------------------------------------------------------------------------------------
+
+struct SharedMemory {
+    /// Remove the segment NAME ("orders" and "/orders" are the same). Handles already open keep
+    /// working; a missing segment is success. An endpoint's rings are NAME_AB and NAME_BA.
+    static int unlink(const std::string &name) noexcept { return detail::result(join_shm_unlink(name.c_str())); }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Queues
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+// What producers and consumers share: one C queue handle in a fixed role, and the parameters to
+// open it with. Move-only; the destructor closes.
+template <join_shm_policy Policy, join_shm_role Role>
+class Queue {
+public:
+    Queue(const Queue &) = delete;
+    Queue &operator=(const Queue &) = delete;
+
+    /// Open (creating if needed) the ring. -1 with InUse if this object is already open or the
+    /// role is held elsewhere; InvalidParam if the parameters do not match the segment.
+    int open() noexcept {
+        if (handle_) return fail(Errc::InUse, "the object is already open");
+        join_shm_queue *q = nullptr;
+        const int rc = result(join_shm_queue_open(&q, name_.c_str(), Policy, Role, elementSize_, capacity_));
+        if (rc == 0) handle_ = q;
+        return rc;
+    }
+
+    /// Release the role and the mapping; never unlinks. Closing a closed object does nothing.
+    void close() noexcept { join_shm_queue_close(std::exchange(handle_, nullptr)); }
+
+    bool opened() const noexcept { return handle_ != nullptr; }
+
+    /// Free slots and waiting elements: exact when nobody is acting, 0 when closed.
+    uint64_t available() const noexcept { return join_shm_available(handle_); }
+    uint64_t pending() const noexcept { return join_shm_pending(handle_); }
+    /// A closed object is empty and not full (it holds nothing; whether it could send is for
+    /// open() to say), whatever the C API answers for a NULL handle.
+    bool full() const noexcept { return handle_ && join_shm_full(handle_) != 0; }
+    bool empty() const noexcept { return !handle_ || join_shm_empty(handle_) != 0; }
+
+    /// The parameters given at construction.
+    const std::string &name() const noexcept { return name_; }
+    uint64_t elementSize() const noexcept { return elementSize_; }
+    uint64_t capacity() const noexcept { return capacity_; }
+
+protected:
+    Queue(const std::string &name, uint64_t elementSize, uint64_t capacity)
+        : name_(name), elementSize_(elementSize), capacity_(capacity) {}
+
+    Queue(Queue &&other) noexcept
+        : name_(std::move(other.name_)),
+          elementSize_(other.elementSize_),
+          capacity_(other.capacity_),
+          handle_(std::exchange(other.handle_, nullptr)) {}
+
+    Queue &operator=(Queue &&other) noexcept {
+        if (this != &other) {
+            close();
+            name_ = std::move(other.name_);
+            elementSize_ = other.elementSize_;
+            capacity_ = other.capacity_;
+            handle_ = std::exchange(other.handle_, nullptr);
+        }
+        return *this;
+    }
+
+    ~Queue() { close(); }
+
+    std::string name_;
+    uint64_t elementSize_;
+    uint64_t capacity_;
+    join_shm_queue *handle_ = nullptr;
+};
+
+}  // namespace detail
+
+/// The producing side of a ring: copies elementSize() bytes in per element.
+template <join_shm_policy Policy>
+class BasicProducer : public detail::Queue<Policy, JOIN_SHM_PRODUCER> {
+    using Base = detail::Queue<Policy, JOIN_SHM_PRODUCER>;
+
+public:
+    explicit BasicProducer(const std::string &name, uint64_t elementSize = 1472, uint64_t capacity = 144)
+        : Base(name, elementSize, capacity) {}
+
+    /// Non-blocking: -1 with TemporaryError when the ring is full.
+    int tryPush(const void *element) noexcept {
+        return this->handle_ ? detail::result(join_shm_try_push(this->handle_, element)) : detail::notOpen();
+    }
+
+    /// Blocking: spins briefly, then sleeps until there is room.
+    int push(const void *element) noexcept {
+        return this->handle_ ? detail::result(join_shm_push(this->handle_, element)) : detail::notOpen();
+    }
+
+    /// Blocking for at most timeout, then -1 with TimedOut. A timeout <= 0 makes one attempt.
+    template <typename Rep, typename Period>
+    int timedPush(const void *element, const std::chrono::duration<Rep, Period> &timeout) noexcept {
+        if (!this->handle_) return detail::notOpen();
+        return detail::result(join_shm_timed_push(this->handle_, element, detail::toTimeoutNs(timeout)));
+    }
+
+    /// Push up to count contiguous elements; how many went in (>= 1), or -1 (TemporaryError when
+    /// none fit, InvalidParam for count 0).
+    int64_t tryPush(const void *elements, std::size_t count) noexcept {
+        if (!this->handle_) return detail::notOpen();
+        return detail::result(join_shm_try_push_n(this->handle_, elements, count));
+    }
+};
+
+/// The consuming side of a ring: copies elementSize() bytes out per element.
+template <join_shm_policy Policy>
+class BasicConsumer : public detail::Queue<Policy, JOIN_SHM_CONSUMER> {
+    using Base = detail::Queue<Policy, JOIN_SHM_CONSUMER>;
+
+public:
+    explicit BasicConsumer(const std::string &name, uint64_t elementSize = 1472, uint64_t capacity = 144)
+        : Base(name, elementSize, capacity) {}
+
+    /// Non-blocking: -1 with TemporaryError when the ring is empty.
+    int tryPop(void *element) noexcept {
+        return this->handle_ ? detail::result(join_shm_try_pop(this->handle_, element)) : detail::notOpen();
+    }
+
+    /// Blocking: spins briefly, then sleeps until an element arrives.
+    int pop(void *element) noexcept {
+        return this->handle_ ? detail::result(join_shm_pop(this->handle_, element)) : detail::notOpen();
+    }
+
+    /// Blocking for at most timeout, then -1 with TimedOut. A timeout <= 0 makes one attempt.
+    template <typename Rep, typename Period>
+    int timedPop(void *element, const std::chrono::duration<Rep, Period> &timeout) noexcept {
+        if (!this->handle_) return detail::notOpen();
+        return detail::result(join_shm_timed_pop(this->handle_, element, detail::toTimeoutNs(timeout)));
+    }
+
+    /// Pop up to count elements into contiguous storage; how many came out (>= 1), or -1
+    /// (TemporaryError when the ring is empty, InvalidParam for count 0).
+    int64_t tryPop(void *elements, std::size_t count) noexcept {
+        if (!this->handle_) return detail::notOpen();
+        return detail::result(join_shm_try_pop_n(this->handle_, elements, count));
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints
+// ---------------------------------------------------------------------------------------------
+
+/// Which end of a duplex channel: A sends on NAME_AB and receives on NAME_BA, B the reverse.
+enum class EndpointSide { A = JOIN_SHM_SIDE_A, B = JOIN_SHM_SIDE_B };
+
+/// A duplex channel made of two rings; each side produces on one and consumes from the other.
+template <join_shm_policy Policy>
+class BasicEndpoint {
+public:
+    using Side = EndpointSide;
+
+    BasicEndpoint(Side side, const std::string &name, uint64_t elementSize = 1472, uint64_t capacity = 144)
+        : name_(name), side_(side), elementSize_(elementSize), capacity_(capacity) {}
+
+    BasicEndpoint(const BasicEndpoint &) = delete;
+    BasicEndpoint &operator=(const BasicEndpoint &) = delete;
+
+    BasicEndpoint(BasicEndpoint &&other) noexcept
+        : name_(std::move(other.name_)),
+          side_(other.side_),
+          elementSize_(other.elementSize_),
+          capacity_(other.capacity_),
+          handle_(std::exchange(other.handle_, nullptr)) {}
+
+    BasicEndpoint &operator=(BasicEndpoint &&other) noexcept {
+        if (this != &other) {
+            close();
+            name_ = std::move(other.name_);
+            side_ = other.side_;
+            elementSize_ = other.elementSize_;
+            capacity_ = other.capacity_;
+            handle_ = std::exchange(other.handle_, nullptr);
+        }
+        return *this;
+    }
+
+    ~BasicEndpoint() { close(); }
+
+    /// Open (creating if needed) both rings. -1 with InUse if this object is already open or this
+    /// side is held elsewhere.
+    int open() noexcept {
+        if (handle_) return detail::fail(Errc::InUse, "the object is already open");
+        join_shm_endpoint *e = nullptr;
+        const int rc = detail::result(join_shm_endpoint_open(
+            &e, name_.c_str(), Policy, static_cast<join_shm_side>(side_), elementSize_, capacity_));
+        if (rc == 0) handle_ = e;
+        return rc;
+    }
+
+    /// Release both rings; never unlinks. Closing a closed object does nothing.
+    void close() noexcept { join_shm_endpoint_close(std::exchange(handle_, nullptr)); }
+
+    bool opened() const noexcept { return handle_ != nullptr; }
+
+    int trySend(const void *element) noexcept {
+        return handle_ ? detail::result(join_shm_try_send(handle_, element)) : detail::notOpen();
+    }
+    int send(const void *element) noexcept {
+        return handle_ ? detail::result(join_shm_send(handle_, element)) : detail::notOpen();
+    }
+    template <typename Rep, typename Period>
+    int timedSend(const void *element, const std::chrono::duration<Rep, Period> &timeout) noexcept {
+        if (!handle_) return detail::notOpen();
+        return detail::result(join_shm_timed_send(handle_, element, detail::toTimeoutNs(timeout)));
+    }
+
+    int tryReceive(void *element) noexcept {
+        return handle_ ? detail::result(join_shm_try_receive(handle_, element)) : detail::notOpen();
+    }
+    int receive(void *element) noexcept {
+        return handle_ ? detail::result(join_shm_receive(handle_, element)) : detail::notOpen();
+    }
+    template <typename Rep, typename Period>
+    int timedReceive(void *element, const std::chrono::duration<Rep, Period> &timeout) noexcept {
+        if (!handle_) return detail::notOpen();
+        return detail::result(join_shm_timed_receive(handle_, element, detail::toTimeoutNs(timeout)));
+    }
+
+    /// Free slots outbound and messages waiting inbound; 0 when closed.
+    uint64_t available() const noexcept { return join_shm_endpoint_available(handle_); }
+    uint64_t pending() const noexcept { return join_shm_endpoint_pending(handle_); }
+
+    /// The parameters given at construction.
+    const std::string &name() const noexcept { return name_; }
+    Side side() const noexcept { return side_; }
+    uint64_t elementSize() const noexcept { return elementSize_; }
+    uint64_t capacity() const noexcept { return capacity_; }
+
+private:
+    std::string name_;
+    Side side_;
+    uint64_t elementSize_;
+    uint64_t capacity_;
+    join_shm_endpoint *handle_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Policies
+// ---------------------------------------------------------------------------------------------
+
+/// One producer and one consumer at a time.
+struct Spsc {
+    static constexpr join_shm_policy policy = JOIN_SHM_SPSC;
+    using Producer = BasicProducer<JOIN_SHM_SPSC>;
+    using Consumer = BasicConsumer<JOIN_SHM_SPSC>;
+    using Endpoint = BasicEndpoint<JOIN_SHM_SPSC>;
+};
+
+/// Any number of producers, one consumer at a time.
+struct Mpsc {
+    static constexpr join_shm_policy policy = JOIN_SHM_MPSC;
+    using Producer = BasicProducer<JOIN_SHM_MPSC>;
+    using Consumer = BasicConsumer<JOIN_SHM_MPSC>;
+    using Endpoint = BasicEndpoint<JOIN_SHM_MPSC>;
+};
+
+/// Any number of producers and consumers.
+struct Mpmc {
+    static constexpr join_shm_policy policy = JOIN_SHM_MPMC;
+    using Producer = BasicProducer<JOIN_SHM_MPMC>;
+    using Consumer = BasicConsumer<JOIN_SHM_MPMC>;
+    using Endpoint = BasicEndpoint<JOIN_SHM_MPMC>;
+};
+
+}  // namespace join
+
+#endif  // JOIN_SHARED_HPP
