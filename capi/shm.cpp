@@ -278,7 +278,7 @@ int join_shm_full(const join_shm_queue *handle) noexcept {
 
 int join_shm_empty(const join_shm_queue *handle) noexcept {
     const Queue *q = inspectable(handle);
-    return !q || pendingCount(*q) == 0;
+    return q && pendingCount(*q) == 0;
 }
 
 uint64_t join_shm_element_size(const join_shm_queue *handle) noexcept {

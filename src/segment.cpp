@@ -64,8 +64,9 @@ int createSegment(const char *name, const Params &params, const SegmentOptions &
     int fd = open(kShmDir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
     if (fd < 0) return fail(errno, "cannot create a segment in %s: %s", kShmDir, std::strerror(errno));
     int r = 0;
-    // The umask would silently narrow the mode the caller asked for.
-    if (fchmod(fd, mode) != 0 || ftruncate(fd, static_cast<off_t>(out.geometry.total_size)) != 0) {
+    // The umask would silently narrow the mode the caller asked for. fallocate reserves every page
+    // now: a full /dev/shm is an -ENOSPC here rather than a SIGBUS on first touch.
+    if (fchmod(fd, mode) != 0 || fallocate(fd, 0, 0, static_cast<off_t>(out.geometry.total_size)) != 0) {
         r = fail(errno, "cannot size segment \"%s\" to %llu bytes: %s", name,
                  (unsigned long long)out.geometry.total_size, std::strerror(errno));
     } else if ((r = mapSegment(fd, out.geometry.total_size, options, out)) == 0) {
