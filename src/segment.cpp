@@ -204,7 +204,11 @@ int openSegment(const char *name, const Params &params, const SegmentOptions &op
 
 void closeSegment(Segment &segment) noexcept {
     if (segment.header) munmap(segment.header, segment.mapSize);
-    segment = Segment{};
+    // The geometry stays: it belongs to the parameters, and a creator that lost the race to
+    // link its segment goes on to attach with it.
+    segment.header = nullptr;
+    segment.slots = nullptr;
+    segment.mapSize = 0;
 }
 
 int unlinkSegment(const char *name) noexcept {
