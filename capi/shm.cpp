@@ -224,7 +224,7 @@ int join_shm_try_reserve(join_shm_queue *handle, void **slot) noexcept {
     q->outstanding = true;
     q->outstandingPosition = c.position;
     q->outstandingSlot = c.slot;
-    *slot = c.data();
+    *slot = elementOf(*q, c.slot);
     return 0;
 }
 
@@ -247,7 +247,7 @@ int join_shm_try_peek(join_shm_queue *handle, const void **slot) noexcept {
     q->outstanding = true;
     q->outstandingPosition = c.position;
     q->outstandingSlot = c.slot;
-    *slot = c.data();
+    *slot = elementOf(*q, c.slot);
     return 0;
 }
 

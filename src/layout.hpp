@@ -24,7 +24,9 @@ struct alignas(kCacheLine) WaitWord {
     uint32_t reserved[15];
 };
 
-// Each slot: its sequence number, then the element. seq encodes (lap position, state):
+// Each slot: the element, then (at the next multiple of 8) its SlotHeader. The sequence number sits
+// after the data, so a consumer polling it does not pull away the lines a producer is still filling
+// with a multi-line element, and elements start on a cache line. seq encodes (position, state):
 //   4*pos + kFree      : free, waiting for the producer of position pos
 //   4*pos + kFull      : holds the element of position pos
 //   4*pos + kAbandoned : position pos was claimed and given up; consumers skip it
@@ -87,6 +89,7 @@ static_assert(sizeof(Header) == 512);
 // Geometry derived from the user's parameters alone: both creator and attacher compute it and
 // the attacher insists the segment agrees. Returns false when the sizes overflow.
 struct Geometry {
+    uint64_t header_offset;  // from a slot's start (its element) to its SlotHeader
     uint64_t slot_stride;
     uint64_t slots_offset;
     uint64_t total_size;
@@ -96,15 +99,17 @@ struct Geometry {
 constexpr uint64_t kMaxSegmentSize = uint64_t{1} << 44;
 
 inline bool computeGeometry(uint64_t elementSize, uint64_t capacity, Geometry &g) noexcept {
-    uint64_t raw = 0, stride = 0, slots = 0, total = 0;
-    if (__builtin_add_overflow(elementSize, kSlotHeaderSize + kCacheLine - 1, &raw)) return false;
+    uint64_t headerOffset = 0, raw = 0, slots = 0, total = 0;
+    if (__builtin_add_overflow(elementSize, uint64_t{7}, &headerOffset)) return false;
+    headerOffset &= ~uint64_t{7};
+    if (__builtin_add_overflow(headerOffset, kSlotHeaderSize + kCacheLine - 1, &raw)) return false;
     // Each slot starts on its own cache line: a producer filling slot i+1 never disturbs the
     // consumer reading slot i.
-    stride = raw / kCacheLine * kCacheLine;
+    const uint64_t stride = raw / kCacheLine * kCacheLine;
     if (__builtin_mul_overflow(stride, capacity, &slots)) return false;
     if (__builtin_add_overflow(slots, uint64_t{sizeof(Header)}, &total)) return false;
     if (total > kMaxSegmentSize) return false;
-    g = {stride, sizeof(Header), total};
+    g = {headerOffset, stride, sizeof(Header), total};
     return true;
 }
 

@@ -127,6 +127,7 @@ int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uin
         q->elementSize = elementSize;
         q->capacity = capacity;
         q->stride = q->segment.geometry.slot_stride;
+        q->headerOffset = q->segment.geometry.header_offset;
         q->mask = (capacity & (capacity - 1)) == 0 ? capacity - 1 : 0;
         r = claimRole(*q);
         if (r != 0) closeSegment(q->segment);

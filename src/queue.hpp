@@ -24,7 +24,8 @@ struct Queue {
     uint64_t elementSize = 0;
     uint64_t capacity = 0;
     uint64_t stride = 0;
-    uint64_t mask = 0;  // capacity - 1 when capacity is a power of two, else 0
+    uint64_t headerOffset = 0;  // from a slot's element to its SlotHeader
+    uint64_t mask = 0;          // capacity - 1 when capacity is a power of two, else 0
     // The lone producer (SPSC) or lone consumer (SPSC, MPSC) keeps its cursor here: position and
     // its slot index, advanced without a division.
     uint64_t position = 0;

@@ -27,11 +27,14 @@ constexpr int kMaxClaimAttempts = 1 << 12;
 struct Claim {
     uint64_t position;
     SlotHeader *slot;
-    unsigned char *data() const noexcept { return reinterpret_cast<unsigned char *>(slot) + kSlotHeaderSize; }
 };
 
 inline SlotHeader *slotAt(const Queue &q, uint64_t index) noexcept {
-    return reinterpret_cast<SlotHeader *>(q.segment.slots + index * q.stride);
+    return reinterpret_cast<SlotHeader *>(q.segment.slots + index * q.stride + q.headerOffset);
+}
+
+inline unsigned char *elementOf(const Queue &q, const SlotHeader *slot) noexcept {
+    return const_cast<unsigned char *>(reinterpret_cast<const unsigned char *>(slot)) - q.headerOffset;
 }
 
 inline uint64_t indexOf(const Queue &q, uint64_t position) noexcept {
@@ -153,7 +156,7 @@ inline int claimForRead(Queue &q, Claim &c) noexcept {
 inline int tryPush(Queue &q, const void *element) noexcept {
     Claim c;
     if (int r = claimForWrite(q, c)) return r;
-    std::memcpy(c.data(), element, q.elementSize);
+    std::memcpy(elementOf(q, c.slot), element, q.elementSize);
     publish(q, c, kFull);
     return 0;
 }
@@ -161,7 +164,7 @@ inline int tryPush(Queue &q, const void *element) noexcept {
 inline int tryPop(Queue &q, void *element) noexcept {
     Claim c;
     if (int r = claimForRead(q, c)) return r;
-    std::memcpy(element, c.data(), q.elementSize);
+    std::memcpy(element, elementOf(q, c.slot), q.elementSize);
     releaseRead(q, c);
     return 0;
 }

@@ -81,7 +81,8 @@ int createSegment(const char *name, const Params &params, const SegmentOptions &
         h.total_size = out.geometry.total_size;
         h.creator_pid = static_cast<uint32_t>(getpid());
         for (uint64_t i = 0; i < params.capacity; ++i) {
-            auto *slot = reinterpret_cast<SlotHeader *>(out.slots + i * out.geometry.slot_stride);
+            auto *slot =
+                reinterpret_cast<SlotHeader *>(out.slots + i * out.geometry.slot_stride + out.geometry.header_offset);
             slot->seq.store(4 * i + kFree, std::memory_order_relaxed);
         }
         // Release: everything above is visible to whoever reads Ready with acquire (attachSegment).
