@@ -1,0 +1,545 @@
+// join-shm-bench: libjoin-shm against the IPC a user would otherwise pick, in one run, on one
+// machine. Round trip (ping-pong between two pinned processes) and one-way throughput (1 and N
+// producer processes, the receiver checks every sequence number) per message size; each
+// measurement repeated, reported as the median with its spread. Ratios are to libjoin-shm SPSC
+// (spin) and to the hardware floor (two processes handing cache lines back and forth).
+//
+//   join-shm-bench [--quick] [--sizes 8,64,512,1472,4096] [--capacity 1024] [--repeats 5]
+//                  [--transports spsc,mpsc,mpmc,pipe,unix,mq,boost,floor] [--producers 2]
+//                  [--batch 64] [--time-ms 20] [--no-rtt] [--no-throughput] [--json FILE]
+#include "common.hpp"
+#include "transports.hpp"
+
+#include <join/shm.h>
+#include <sys/utsname.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace bench;
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+const char *const kFamilies[] = {"spsc", "mpsc", "mpmc", "pipe", "unix", "mq", "boost", "floor"};
+
+struct Options {
+    bool quick = false;
+    std::vector<size_t> sizes = {8, 64, 512, 1472, 4096};
+    uint64_t capacity = 1024;
+    int repeats = 5;
+    std::set<std::string> families{std::begin(kFamilies), std::end(kFamilies)};
+    int producers = 2;
+    size_t batch = 64;
+    int64_t targetNs = 20'000'000;  // per repetition
+    bool rtt = true, throughput = true;
+    std::string json;
+
+    bool wants(const std::string &family) const { return families.count(family) != 0; }
+    // Watchdog per repetition: generous, since a loaded machine can stretch a run many times over.
+    unsigned timeoutSeconds() const { return (quick ? 10u : 30u) + static_cast<unsigned>(targetNs / 250'000'000); }
+};
+
+[[noreturn]] void usage(int code) {
+    fmt::print(code ? stderr : stdout,
+               "usage: join-shm-bench [options]\n"
+               "  --quick               sizes 64,1472, 3 repeats of 10 ms: under 10 s in all\n"
+               "  --sizes LIST          message sizes in bytes, >= 8 (default 8,64,512,1472,4096)\n"
+               "  --capacity N          ring capacity in messages (default 1024)\n"
+               "  --repeats N           repetitions of each measurement (default 5)\n"
+               "  --transports LIST     among spsc,mpsc,mpmc,pipe,unix,mq,boost,floor (default all)\n"
+               "  --producers N         producers for the N-producer throughput, 1 to {} (default 2; 1: skip)\n"
+               "  --batch N             messages per try_push_n/try_pop_n call (default 64)\n"
+               "  --time-ms N           length of one repetition (default 20)\n"
+               "  --no-rtt, --no-throughput   skip a part\n"
+               "  --json FILE           also write every figure, per repetition, as JSON\n",
+               kMaxProducers);
+    std::exit(code);
+}
+
+std::vector<std::string> splitList(const std::string &s) {
+    std::vector<std::string> out;
+    std::stringstream in(s);
+    for (std::string item; std::getline(in, item, ',');)
+        if (!item.empty()) out.push_back(item);
+    return out;
+}
+
+uint64_t parseNumber(const std::string &option, const std::string &text, uint64_t min, uint64_t max) {
+    char *end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+    if (errno || end == text.c_str() || *end || v < min || v > max) {
+        fmt::print(stderr, "join-shm-bench: {} wants a number from {} to {}, not \"{}\"\n", option, min, max, text);
+        usage(2);
+    }
+    return v;
+}
+
+Options parseOptions(int argc, char **argv) {
+    Options o;
+    bool sizesGiven = false, repeatsGiven = false, timeGiven = false;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) {
+                fmt::print(stderr, "join-shm-bench: {} needs a value\n", a);
+                usage(2);
+            }
+            return argv[++i];
+        };
+        if (a == "--quick") {
+            o.quick = true;
+        } else if (a == "--sizes") {
+            o.sizes.clear();
+            for (const auto &s : splitList(value()))
+                o.sizes.push_back(parseNumber(a, s, 8, 1u << 20));
+            sizesGiven = true;
+        } else if (a == "--capacity") {
+            o.capacity = parseNumber(a, value(), 1, 1u << 24);
+        } else if (a == "--repeats") {
+            o.repeats = static_cast<int>(parseNumber(a, value(), 1, 1000));
+            repeatsGiven = true;
+        } else if (a == "--transports") {
+            o.families.clear();
+            for (const auto &f : splitList(value())) {
+                if (std::find(std::begin(kFamilies), std::end(kFamilies), f) == std::end(kFamilies)) {
+                    fmt::print(stderr, "join-shm-bench: unknown transport \"{}\"\n", f);
+                    usage(2);
+                }
+                o.families.insert(f);
+            }
+        } else if (a == "--producers") {
+            o.producers = static_cast<int>(parseNumber(a, value(), 1, kMaxProducers));
+        } else if (a == "--batch") {
+            o.batch = parseNumber(a, value(), 1, 4096);
+        } else if (a == "--time-ms") {
+            o.targetNs = static_cast<int64_t>(parseNumber(a, value(), 1, 60'000)) * 1'000'000;
+            timeGiven = true;
+        } else if (a == "--no-rtt") {
+            o.rtt = false;
+        } else if (a == "--no-throughput") {
+            o.throughput = false;
+        } else if (a == "--json") {
+            o.json = value();
+        } else if (a == "--help" || a == "-h") {
+            usage(0);
+        } else {
+            fmt::print(stderr, "join-shm-bench: unknown option \"{}\"\n", a);
+            usage(2);
+        }
+    }
+    if (o.quick) {
+        if (!sizesGiven) o.sizes = {64, 1472};
+        if (!repeatsGiven) o.repeats = 3;
+        if (!timeGiven) o.targetNs = 10'000'000;
+    }
+    return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+struct RoundTripRow {
+    std::string transport;
+    size_t size;
+    std::vector<Percentiles> reps;
+    uint64_t samples = 0;
+
+    Spread stat(double Percentiles::*field) const {
+        std::vector<double> xs;
+        for (const auto &p : reps)
+            xs.push_back(p.*field);
+        return spread(xs);
+    }
+};
+
+struct ThroughputRow {
+    std::string transport;
+    size_t size;
+    int producers;
+    std::vector<double> reps;  // messages per second
+    uint64_t messages = 0;     // verified, all repetitions
+
+    Spread rate() const { return spread(reps); }
+};
+
+struct Results {
+    std::vector<RoundTripRow> rtt;
+    std::vector<ThroughputRow> throughput;
+    std::vector<std::string> skipped;
+    std::vector<RoundTripRow> floor;  // size-independent, measured once
+
+    const RoundTripRow *findRtt(const std::string &transport, size_t size) const {
+        for (const auto &r : rtt)
+            if (r.transport == transport && r.size == size) return &r;
+        return nullptr;
+    }
+    const ThroughputRow *findThroughput(const std::string &transport, size_t size, int producers) const {
+        for (const auto &r : throughput)
+            if (r.transport == transport && r.size == size && r.producers == producers) return &r;
+        return nullptr;
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+
+// Why a libjoin-shm measurement first runs two laps of its ring: on this VM the first write to each
+// page of a freshly mapped segment costs about 10 us, in every process that maps it, and neither
+// JOIN_SHM_PREFAULT (MAP_POPULATE) nor MADV_POPULATE_WRITE avoids it. Measured: a 4 MB ring
+// (4096 B x 1024) runs its first lap about 100 times slower than the following ones.
+const char *kWarmupNote =
+    "warm-up: libjoin-shm runs two laps of its ring (per producer) first, so that first-touch costs are not "
+    "measured";
+
+// Rounds or messages to run before measuring (besides a tenth of the time): two laps of the ring.
+template <class T>
+uint64_t lapWarmup(const T &, uint64_t) {
+    return 0;
+}
+uint64_t lapWarmup(const JoinShm &, uint64_t capacity) { return 2 * capacity; }
+
+struct Bench {
+    Options o;
+    int64_t clockCost = 0;
+    Results res;
+
+    template <class T>
+    void measureRoundTrip(T &t, size_t size, std::vector<RoundTripRow> &into) {
+        const bool sleeps = t.label().find("sleep") != std::string::npos;  // ~0.1 ms a round
+        RoundTripRow row{t.label(), size, {}, 0};
+        for (int rep = 0; rep < o.repeats; ++rep) {
+            RoundTripPlan plan;
+            plan.shape = {size, o.capacity, 1};
+            plan.targetNs = o.targetNs;
+            plan.minRounds = sleeps ? 50 : 200;
+            plan.warmup = sleeps ? 0 : lapWarmup(t, o.capacity);
+            plan.clockCostNs = clockCost;
+            if (const std::string why = t.setup(plan.shape); !why.empty()) {
+                res.skipped.push_back(fmt::format("{} at {} B: {}", t.label(), size, why));
+                return;
+            }
+            beginPhase(
+                fmt::format("round trip, {}, {} B, capacity {}, repetition {}", t.label(), size, o.capacity, rep + 1),
+                o.timeoutSeconds(), 2);
+            std::vector<int64_t> samples = roundTrip(t, plan);
+            endPhase();
+            t.teardown();
+            row.samples += samples.size();
+            row.reps.push_back(percentiles(samples));
+        }
+        into.push_back(std::move(row));
+    }
+
+    template <class T>
+    void measureStream(T &t, size_t size, int producers, size_t batch) {
+        ThroughputRow row{t.label(), size, producers, {}, 0};
+        for (int rep = 0; rep < o.repeats; ++rep) {
+            StreamPlan plan;
+            plan.shape = {size, o.capacity, producers};
+            plan.batch = batch;
+            plan.targetNs = o.targetNs;
+            plan.warmup = lapWarmup(t, o.capacity) * static_cast<uint64_t>(producers);
+            if (const std::string why = t.setup(plan.shape); !why.empty()) {
+                res.skipped.push_back(fmt::format("{} at {} B: {}", t.label(), size, why));
+                return;
+            }
+            beginPhase(fmt::format("stream, {}, {} B, capacity {}, {} producer(s), repetition {}", t.label(), size,
+                                   o.capacity, producers, rep + 1),
+                       o.timeoutSeconds(), producers + 1);
+            const StreamResult r = stream(t, plan);
+            endPhase();
+            t.teardown();
+            row.messages += r.verified;
+            row.reps.push_back(r.rate());
+        }
+        res.throughput.push_back(std::move(row));
+    }
+
+    // Calls fn(transport) for every selected transport that moves messages one way or both.
+    // Batch variants exist for throughput only; sleep mode for the round trip only.
+    template <class Fn>
+    void forEachTransport(bool forThroughput, bool multiProducer, Fn &&fn) {
+        const std::pair<const char *, join_shm_policy> policies[] = {
+            {"spsc", JOIN_SHM_SPSC}, {"mpsc", JOIN_SHM_MPSC}, {"mpmc", JOIN_SHM_MPMC}};
+        for (const auto &[family, policy] : policies) {
+            if (!wantsFamily(family) || (multiProducer && policy == JOIN_SHM_SPSC)) continue;
+            for (Wait wait : {Wait::Spin, Wait::Block}) {
+                JoinShm t(policy, wait);
+                fn(t);
+            }
+            if (forThroughput) {
+                JoinShm t(policy, Wait::Spin, true);
+                fn(t);
+            } else if (policy == JOIN_SHM_SPSC) {
+                JoinShm t(policy, Wait::Sleep);
+                fn(t);
+            }
+        }
+        if (wantsFamily("pipe")) {
+            Pipe t;
+            fn(t);
+        }
+        if (wantsFamily("unix")) {
+            UnixSeqpacket t;
+            fn(t);
+        }
+        if (wantsFamily("mq")) {
+            PosixMq t;
+            fn(t);
+        }
+#if JOIN_SHM_BENCH_BOOST
+        if (wantsFamily("boost")) {
+            BoostMq t;
+            fn(t);
+        }
+#endif
+    }
+
+    bool wantsFamily(const char *f) const { return o.wants(f); }
+
+    void run() {
+        if (o.rtt && o.wants("floor"))
+            for (bool two : {false, true}) {
+                CacheLineFloor t(two);
+                measureRoundTrip(t, 8, res.floor);
+            }
+        for (size_t size : o.sizes) {
+            if (o.rtt) forEachTransport(false, false, [&](auto &t) { measureRoundTrip(t, size, res.rtt); });
+            if (o.throughput) {
+                forEachTransport(true, false, [&](auto &t) {
+                    const bool batch = t.label().find("batch") != std::string::npos;
+                    measureStream(t, size, 1, batch ? o.batch : 1);
+                });
+                if (o.producers > 1)
+                    forEachTransport(true, true, [&](auto &t) {
+                        const bool batch = t.label().find("batch") != std::string::npos;
+                        measureStream(t, size, o.producers, batch ? o.batch : 1);
+                    });
+            }
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Reporting
+
+std::string firstLineOf(const char *path, const char *key) {
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) {
+        if (key && line.rfind(key, 0) != 0) continue;
+        const auto colon = line.find(':');
+        return key && colon != std::string::npos ? line.substr(line.find_first_not_of(" \t", colon + 1)) : line;
+    }
+    return "unknown";
+}
+
+struct Machine {
+    std::string cpu, kernel, clocksource;
+    size_t cpus;
+};
+
+Machine describeMachine() {
+    utsname u;
+    uname(&u);
+    return {firstLineOf("/proc/cpuinfo", "model name"), fmt::format("{} {}", u.sysname, u.release),
+            firstLineOf("/sys/devices/system/clocksource/clocksource0/current_clocksource", nullptr),
+            usableCpus().size()};
+}
+
+// Ratios are to these rows.
+const char *kBaseline = "join-shm SPSC spin";
+const char *kFloor = "hw floor, 2 lines";
+
+void printRoundTrips(const Bench &b, size_t size) {
+    const RoundTripRow *base = b.res.findRtt(kBaseline, size);
+    const RoundTripRow *floor = nullptr;
+    for (const auto &f : b.res.floor)
+        if (f.transport == kFloor) floor = &f;
+    std::vector<const RoundTripRow *> rows;
+    for (const auto &f : b.res.floor)
+        rows.push_back(&f);
+    for (const auto &r : b.res.rtt)
+        if (r.size == size) rows.push_back(&r);
+    if (rows.empty()) return;
+    fmt::print("\nRound trip, {} B messages (medians of {} repetitions; the floor moves 8 B)\n", size, b.o.repeats);
+    Table t({"transport", "p50", "p90", "p99", "p99.9", "max", "p50 min–max", "×SPSC", "×floor"});
+    for (const RoundTripRow *r : rows) {
+        const double p50 = r->stat(&Percentiles::p50).median;
+        const Spread s = r->stat(&Percentiles::p50);
+        t.row({r->transport, formatNs(p50), formatNs(r->stat(&Percentiles::p90).median),
+               formatNs(r->stat(&Percentiles::p99).median), formatNs(r->stat(&Percentiles::p999).median),
+               formatNs(r->stat(&Percentiles::max).median), formatNs(s.min) + " – " + formatNs(s.max),
+               base ? formatRatio(p50 / base->stat(&Percentiles::p50).median) : "-",
+               floor ? formatRatio(p50 / floor->stat(&Percentiles::p50).median) : "-"});
+    }
+    t.print();
+}
+
+void printThroughput(const Bench &b, size_t size) {
+    const ThroughputRow *base = b.res.findThroughput(kBaseline, size, 1);
+    bool any = false;
+    for (const auto &r : b.res.throughput)
+        any |= r.size == size;
+    if (!any) return;
+    fmt::print("\nOne-way throughput, {} B messages (medians of {} repetitions; msgs/s)\n", size, b.o.repeats);
+    Table t({"transport", "producers", "msgs/s", "min–max", "GB/s", "×SPSC", "×1 producer"});
+    for (const auto &r : b.res.throughput) {
+        if (r.size != size) continue;
+        const Spread s = r.rate();
+        const ThroughputRow *single = r.producers > 1 ? b.res.findThroughput(r.transport, size, 1) : nullptr;
+        t.row({r.transport, std::to_string(r.producers), formatRate(s.median),
+               formatRate(s.min) + " – " + formatRate(s.max),
+               fmt::format("{:.2f}", s.median * static_cast<double>(size) / 1e9),
+               base ? formatRatio(s.median / base->rate().median) : "-",
+               single ? formatRatio(s.median / single->rate().median) : "-"});
+    }
+    t.print();
+}
+
+std::string jsonString(const std::string &s) {
+    std::string out = "\"";
+    for (char c : s) {
+        if (c == '"' || c == '\\') out += '\\';
+        if (static_cast<unsigned char>(c) < 0x20) {
+            out += fmt::format("\\u{:04x}", c);
+            continue;
+        }
+        out += c;
+    }
+    return out + "\"";
+}
+
+void writeJson(const Bench &b, const Machine &m, const std::vector<std::string> &notes) {
+    std::FILE *f = std::fopen(b.o.json.c_str(), "w");
+    if (!f) fatal(fmt::format("cannot write {}: {}", b.o.json, std::strerror(errno)));
+    const uint32_t v = join_shm_version();
+    fmt::print(f, "{{\n  \"library_version\": \"{}.{}.{}\",\n", v >> 16, (v >> 8) & 0xff, v & 0xff);
+    fmt::print(f, "  \"machine\": {{\"cpu\": {}, \"cpus\": {}, \"kernel\": {}, \"clocksource\": {}}},\n",
+               jsonString(m.cpu), m.cpus, jsonString(m.kernel), jsonString(m.clocksource));
+    fmt::print(f,
+               "  \"config\": {{\"quick\": {}, \"capacity\": {}, \"repeats\": {}, \"producers\": {}, \"batch\": {}, "
+               "\"time_per_repetition_ns\": {}, \"clock_cost_ns\": {}}},\n",
+               b.o.quick, b.o.capacity, b.o.repeats, b.o.producers, b.o.batch, b.o.targetNs, b.clockCost);
+    auto list = [&](const std::vector<std::string> &xs) {
+        std::string out;
+        for (size_t i = 0; i < xs.size(); ++i)
+            out += (i ? ", " : "") + jsonString(xs[i]);
+        return "[" + out + "]";
+    };
+    fmt::print(f, "  \"notes\": {},\n  \"skipped\": {},\n", list(notes), list(b.res.skipped));
+    auto rttRows = [&](const std::vector<RoundTripRow> &rows, bool last) {
+        for (size_t i = 0; i < rows.size(); ++i) {
+            const auto &r = rows[i];
+            std::string reps;
+            for (size_t k = 0; k < r.reps.size(); ++k)
+                reps += fmt::format("{}{{\"p50\": {}, \"p90\": {}, \"p99\": {}, \"p99_9\": {}, \"max\": {}}}",
+                                    k ? ", " : "", r.reps[k].p50, r.reps[k].p90, r.reps[k].p99, r.reps[k].p999,
+                                    r.reps[k].max);
+            const Spread s = r.stat(&Percentiles::p50);
+            fmt::print(f,
+                       "    {{\"transport\": {}, \"size\": {}, \"samples\": {}, \"p50_ns\": {}, \"p50_min_ns\": {}, "
+                       "\"p50_max_ns\": {}, \"p90_ns\": {}, \"p99_ns\": {}, \"p99_9_ns\": {}, \"max_ns\": {}, "
+                       "\"repetitions\": [{}]}}{}\n",
+                       jsonString(r.transport), r.size, r.samples, s.median, s.min, s.max,
+                       r.stat(&Percentiles::p90).median, r.stat(&Percentiles::p99).median,
+                       r.stat(&Percentiles::p999).median, r.stat(&Percentiles::max).median, reps,
+                       last && i + 1 == rows.size() ? "" : ",");
+        }
+    };
+    fmt::print(f, "  \"round_trip\": [\n");
+    rttRows(b.res.floor, b.res.rtt.empty());
+    rttRows(b.res.rtt, true);
+    fmt::print(f, "  ],\n  \"throughput\": [\n");
+    for (size_t i = 0; i < b.res.throughput.size(); ++i) {
+        const auto &r = b.res.throughput[i];
+        const Spread s = r.rate();
+        std::string reps;
+        for (size_t k = 0; k < r.reps.size(); ++k)
+            reps += fmt::format("{}{:.0f}", k ? ", " : "", r.reps[k]);
+        fmt::print(f,
+                   "    {{\"transport\": {}, \"size\": {}, \"producers\": {}, \"verified_messages\": {}, "
+                   "\"msgs_per_s\": {:.0f}, \"msgs_per_s_min\": {:.0f}, \"msgs_per_s_max\": {:.0f}, \"gb_per_s\": "
+                   "{:.3f}, \"repetitions\": [{}]}}{}\n",
+                   jsonString(r.transport), r.size, r.producers, r.messages, s.median, s.min, s.max,
+                   s.median * static_cast<double>(r.size) / 1e9, reps, i + 1 == b.res.throughput.size() ? "" : ",");
+    }
+    fmt::print(f, "  ]\n}}\n");
+    std::fclose(f);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    init("join-shm-bench");
+    Bench b;
+    b.o = parseOptions(argc, argv);
+    const int64_t start = nowNs();
+    b.clockCost = measureClockCost();
+    pinTo(cpuFor(0));
+
+    const Machine m = describeMachine();
+    const uint32_t v = join_shm_version();
+    fmt::print("join-shm-bench, libjoin-shm {}.{}.{}{}\n", v >> 16, (v >> 8) & 0xff, v & 0xff,
+               b.o.quick ? " (--quick)" : "");
+    fmt::print("machine: {}, {} CPU(s), {}, clock {} (one reading costs {} ns, subtracted from round trips)\n", m.cpu,
+               m.cpus, m.kernel, m.clocksource, b.clockCost);
+    std::vector<std::string> notes;
+    notes.push_back(m.cpus >= 2 ? fmt::format("processes pinned: parent (pinger, consumer) on CPU {}, peers round "
+                                              "robin from CPU {}",
+                                              cpuFor(0), cpuFor(1))
+                                : "one CPU: processes not pinned; spinning processes yield every 4096 polls");
+    notes.push_back(kWarmupNote);
+    notes.push_back(fmt::format("ring capacity {}; each repetition runs about {} ms after a tenth as warm-up",
+                                b.o.capacity, b.o.targetNs / 1'000'000));
+    notes.push_back(
+        "join-shm spin: try_push/try_pop polled; blocking: push/pop (spin briefly, then futex sleep); "
+        "sleep: push/pop with spin_ns < 0 (every message a futex wake-up); batch: try_push_n/try_pop_n of up to " +
+        std::to_string(b.o.batch));
+    notes.push_back("pipe: two pipes, unix seqpacket: one socketpair, both with kernel default buffers");
+    notes.push_back(
+        fmt::format("posix mq: mq_maxmsg = min(capacity, /proc/sys/fs/mqueue/msg_max = {}) = {}, "
+                    "mq_msgsize = message size (msgsize_max = {})",
+                    mqMsgMax(), std::min<long>(static_cast<long>(b.o.capacity), mqMsgMax()), mqMsgSizeMax()));
+#if JOIN_SHM_BENCH_BOOST
+    notes.push_back(fmt::format("boost mq: Boost.Interprocess message_queue (Boost {}.{}), capacity {}",
+                                BOOST_VERSION / 100000, BOOST_VERSION / 100 % 1000, b.o.capacity));
+#else
+    notes.push_back("boost mq: not built (Boost.Interprocess headers not found at configure time)");
+#endif
+    notes.push_back(
+        "hw floor: two processes pass a counter through a MAP_SHARED mapping, both words in one "
+        "cache line or one line each; ×floor is relative to the 2-line figure");
+    for (const auto &n : notes)
+        fmt::print("  {}\n", n);
+
+    b.run();
+
+    for (size_t size : b.o.sizes) {
+        printRoundTrips(b, size);
+        printThroughput(b, size);
+    }
+    if (!b.res.skipped.empty()) {
+        fmt::print("\nSkipped:\n");
+        for (const auto &s : b.res.skipped)
+            fmt::print("  {}\n", s);
+    }
+    uint64_t verified = 0;
+    for (const auto &r : b.res.throughput)
+        verified += r.messages;
+    fmt::print("\nEvery message checked on arrival ({} streamed); total time {:.1f} s.\n", formatCount(verified),
+               static_cast<double>(nowNs() - start) / 1e9);
+    if (!b.o.json.empty()) {
+        writeJson(b, m, notes);
+        fmt::print("JSON written to {}\n", b.o.json);
+    }
+    return 0;
+}

@@ -1,0 +1,343 @@
+// The peers libjoin-shm is compared with, each behind the transport interface described at the top
+// of common.hpp: pipe, AF_UNIX SOCK_SEQPACKET socketpair, POSIX message queue,
+// Boost.Interprocess message_queue (when built with JOIN_SHM_BENCH_BOOST), and the hardware floor:
+// two processes handing a cache line back and forth.
+#pragma once
+
+#include "common.hpp"
+
+#include <fcntl.h>
+#include <mqueue.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#if JOIN_SHM_BENCH_BOOST
+#include <boost/interprocess/ipc/message_queue.hpp>
+#endif
+
+namespace bench {
+
+// For transports that move one message per call.
+template <class Derived>
+struct OneAtATime {
+    static constexpr bool kStreams = true;
+    size_t sendSome(const char *msgs, size_t) {
+        static_cast<Derived *>(this)->send(msgs);
+        return 1;
+    }
+    size_t recvSome(char *msgs, size_t) {
+        static_cast<Derived *>(this)->recv(msgs);
+        return 1;
+    }
+};
+
+[[noreturn]] inline void osFailure(const std::string &label, const char *call) {
+    fatal(fmt::format("{}: {}: {}", label, call, std::strerror(errno)));
+}
+
+inline void closeFd(int &fd) {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two pipes (one per direction); kernel default pipe buffers. Messages are at most PIPE_BUF
+// (4096) bytes, so concurrent producers' writes never interleave.
+
+class Pipe : public OneAtATime<Pipe> {
+public:
+    std::string label() const { return "pipe"; }
+
+    std::string setup(const Shape &shape) {
+        if (shape.size > PIPE_BUF) return fmt::format("messages over PIPE_BUF ({} B) would interleave", PIPE_BUF);
+        size_ = shape.size;
+        if (pipe2(ab_, O_CLOEXEC) != 0 || pipe2(ba_, O_CLOEXEC) != 0) osFailure(label(), "pipe2");
+        return {};
+    }
+    void open(Side side, bool duplex, int) {
+        read_ = side == Side::A ? ba_[0] : duplex ? ab_[0] : -1;
+        write_ = side == Side::A ? (duplex ? ab_[1] : -1) : ba_[1];
+    }
+    void send(const char *msg) {
+        for (size_t done = 0; done < size_;) {
+            const ssize_t w = write(write_, msg + done, size_ - done);
+            if (w < 0 && errno != EINTR) osFailure(label(), "write");
+            if (w > 0) done += static_cast<size_t>(w);
+        }
+    }
+    void recv(char *msg) {
+        for (size_t done = 0; done < size_;) {
+            const ssize_t r = read(read_, msg + done, size_ - done);
+            if (r == 0) fatal(fmt::format("{}: read: end of file", label()));
+            if (r < 0 && errno != EINTR) osFailure(label(), "read");
+            if (r > 0) done += static_cast<size_t>(r);
+        }
+    }
+    void close() {}  // the descriptors belong to the parent; a peer's copies go with it
+    void teardown() {
+        for (int *fd : {&ab_[0], &ab_[1], &ba_[0], &ba_[1]})
+            closeFd(*fd);
+    }
+
+private:
+    size_t size_ = 0;
+    int ab_[2] = {-1, -1}, ba_[2] = {-1, -1};
+    int read_ = -1, write_ = -1;
+};
+
+// ---------------------------------------------------------------------------------------------
+// One AF_UNIX SOCK_SEQPACKET socketpair: duplex, message boundaries kept; default socket buffers.
+
+class UnixSeqpacket : public OneAtATime<UnixSeqpacket> {
+public:
+    std::string label() const { return "unix seqpacket"; }
+
+    std::string setup(const Shape &shape) {
+        size_ = shape.size;
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds_) != 0) osFailure(label(), "socketpair");
+        return {};
+    }
+    void open(Side side, bool, int) { fd_ = fds_[side == Side::A ? 0 : 1]; }
+    void send(const char *msg) {
+        ssize_t w;
+        while ((w = ::send(fd_, msg, size_, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+        }
+        if (w != static_cast<ssize_t>(size_)) osFailure(label(), "send");
+    }
+    void recv(char *msg) {
+        ssize_t r;
+        while ((r = ::recv(fd_, msg, size_, 0)) < 0 && errno == EINTR) {
+        }
+        if (r != static_cast<ssize_t>(size_)) {
+            if (r >= 0) fatal(fmt::format("{}: recv returned {} bytes, expected {}", label(), r, size_));
+            osFailure(label(), "recv");
+        }
+    }
+    void close() {}
+    void teardown() {
+        closeFd(fds_[0]);
+        closeFd(fds_[1]);
+    }
+
+private:
+    size_t size_ = 0;
+    int fds_[2] = {-1, -1};
+    int fd_ = -1;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Two POSIX message queues. Their attributes must stay within /proc/sys/fs/mqueue/msg_max
+// (messages per queue, usually 10) and msgsize_max (usually 8192) for an unprivileged user.
+
+inline long procLimit(const char *path, long fallback) {
+    std::ifstream in(path);
+    long v = 0;
+    return in >> v ? v : fallback;
+}
+
+inline long mqMsgMax() { return procLimit("/proc/sys/fs/mqueue/msg_max", 10); }
+inline long mqMsgSizeMax() { return procLimit("/proc/sys/fs/mqueue/msgsize_max", 8192); }
+
+class PosixMq : public OneAtATime<PosixMq> {
+public:
+    std::string label() const { return "posix mq"; }
+
+    std::string setup(const Shape &shape) {
+        static unsigned counter = 0;
+        size_ = shape.size;
+        if (static_cast<long>(size_) > mqMsgSizeMax())
+            return fmt::format("message size over /proc/sys/fs/mqueue/msgsize_max ({})", mqMsgSizeMax());
+        mq_attr attr;
+        std::memset(&attr, 0, sizeof attr);
+        attr.mq_maxmsg = std::min<long>(static_cast<long>(shape.capacity), mqMsgMax());
+        attr.mq_msgsize = static_cast<long>(size_);
+        const std::string base = fmt::format("/jsb-mq-{}-{}", g.mainPid, counter++);
+        for (int i = 0; i < 2; ++i) {
+            names_[i] = base + (i == 0 ? "-ab" : "-ba");
+            q_[i] = mq_open(names_[i].c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &attr);
+            if (q_[i] == static_cast<mqd_t>(-1)) {
+                const int err = errno;
+                teardown();
+                return fmt::format("mq_open(maxmsg {}, msgsize {}): {}", attr.mq_maxmsg, attr.mq_msgsize,
+                                   std::strerror(err));
+            }
+            registerName(NameKind::PosixMq, names_[i]);
+        }
+        return {};
+    }
+    void open(Side side, bool, int) {
+        in_ = q_[side == Side::A ? 1 : 0];
+        out_ = q_[side == Side::A ? 0 : 1];
+    }
+    void send(const char *msg) {
+        int r;
+        while ((r = mq_send(out_, msg, size_, 0)) != 0 && errno == EINTR) {
+        }
+        if (r != 0) osFailure(label(), "mq_send");
+    }
+    void recv(char *msg) {
+        ssize_t r;
+        while ((r = mq_receive(in_, msg, size_, nullptr)) < 0 && errno == EINTR) {
+        }
+        if (r != static_cast<ssize_t>(size_)) osFailure(label(), "mq_receive");
+    }
+    void close() {}
+    void teardown() {
+        for (int i = 0; i < 2; ++i)
+            if (q_[i] != static_cast<mqd_t>(-1)) {
+                mq_close(q_[i]);
+                q_[i] = static_cast<mqd_t>(-1);
+            }
+        unlinkAll();
+    }
+
+private:
+    size_t size_ = 0;
+    std::string names_[2];
+    mqd_t q_[2] = {static_cast<mqd_t>(-1), static_cast<mqd_t>(-1)};
+    mqd_t in_ = static_cast<mqd_t>(-1), out_ = static_cast<mqd_t>(-1);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Boost.Interprocess message_queue (a mutex and two condition variables in shared memory).
+// Created by the parent; each process opens its own view after fork.
+
+#if JOIN_SHM_BENCH_BOOST
+class BoostMq : public OneAtATime<BoostMq> {
+public:
+    using Queue = boost::interprocess::message_queue;
+
+    std::string label() const { return "boost mq"; }
+
+    std::string setup(const Shape &shape) {
+        static unsigned counter = 0;
+        size_ = shape.size;
+        const std::string base = fmt::format("jsb-boost-{}-{}", g.mainPid, counter++);
+        try {
+            for (int i = 0; i < 2; ++i) {
+                names_[i] = base + (i == 0 ? "-ab" : "-ba");
+                Queue(boost::interprocess::create_only, names_[i].c_str(), shape.capacity, size_);
+                registerName(NameKind::PosixShm, "/" + names_[i]);
+            }
+        } catch (const std::exception &e) {
+            teardown();
+            return fmt::format("cannot create: {}", e.what());
+        }
+        return {};
+    }
+    void open(Side side, bool duplex, int) {
+        try {
+            const int in = side == Side::A ? 1 : 0, out = 1 - in;
+            if (side == Side::A || duplex)
+                in_ = std::make_unique<Queue>(boost::interprocess::open_only, names_[in].c_str());
+            if (side == Side::B || duplex)
+                out_ = std::make_unique<Queue>(boost::interprocess::open_only, names_[out].c_str());
+        } catch (const std::exception &e) {
+            fatal(fmt::format("{}: open: {}", label(), e.what()));
+        }
+    }
+    void send(const char *msg) {
+        try {
+            out_->send(msg, size_, 0);
+        } catch (const std::exception &e) {
+            fatal(fmt::format("{}: send: {}", label(), e.what()));
+        }
+    }
+    void recv(char *msg) {
+        try {
+            Queue::size_type got = 0;
+            unsigned priority = 0;
+            in_->receive(msg, size_, got, priority);
+            if (got != size_) fatal(fmt::format("{}: received {} bytes, expected {}", label(), got, size_));
+        } catch (const std::exception &e) {
+            fatal(fmt::format("{}: receive: {}", label(), e.what()));
+        }
+    }
+    void close() {
+        in_.reset();
+        out_.reset();
+    }
+    void teardown() {
+        close();
+        unlinkAll();  // Queue::remove(name) is shm_unlink("/" + name)
+    }
+
+private:
+    size_t size_ = 0;
+    std::string names_[2];
+    std::unique_ptr<Queue> in_, out_;
+};
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// The hardware floor: two processes pass a counter through a MAP_SHARED anonymous mapping, each
+// spinning until the other's word changes. One line: both words in the same cache line, which
+// travels once per direction. Two lines: each side writes its own line and reads the other's, as a
+// ring with separate cursors or per-slot sequences does. Nothing over shared memory can be faster.
+// Moves 8 bytes whatever the message size; round trip only.
+
+class CacheLineFloor {
+public:
+    static constexpr bool kStreams = false;
+
+    explicit CacheLineFloor(bool twoLines) : twoLines_{twoLines} {}
+
+    std::string label() const { return twoLines_ ? "hw floor, 2 lines" : "hw floor, 1 line"; }
+
+    std::string setup(const Shape &) {
+        void *m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) osFailure(label(), "mmap");
+        std::memset(m, 0, 4096);  // fault the page in now
+        words_ = static_cast<std::atomic<uint64_t> *>(m);
+        return {};
+    }
+    void open(Side side, bool, int) {
+        std::atomic<uint64_t> *a = &words_[0], *b = twoLines_ ? &words_[8] : &words_[1];  // words_[8]: next line
+        mine_ = side == Side::A ? a : b;
+        theirs_ = side == Side::A ? b : a;
+        seen_ = 0;
+    }
+    // Stores word 0 of the message plus one, so that a value is never 0 (the initial state).
+    void send(const char *msg) {
+        uint64_t w;
+        std::memcpy(&w, msg, 8);
+        mine_->store(w + 1, std::memory_order_release);
+    }
+    void recv(char *msg) {
+        uint64_t v;
+        Spinner spin;
+        while ((v = theirs_->load(std::memory_order_acquire)) == seen_)
+            spin();
+        seen_ = v;
+        --v;
+        std::memcpy(msg, &v, 8);
+    }
+    size_t sendSome(const char *msgs, size_t) {
+        send(msgs);
+        return 1;
+    }
+    size_t recvSome(char *msgs, size_t) {
+        recv(msgs);
+        return 1;
+    }
+    void close() {}
+    void teardown() {
+        if (words_) munmap(words_, 4096);
+        words_ = nullptr;
+    }
+
+private:
+    bool twoLines_;
+    std::atomic<uint64_t> *words_ = nullptr, *mine_ = nullptr, *theirs_ = nullptr;
+    uint64_t seen_ = 0;
+};
+
+}  // namespace bench
