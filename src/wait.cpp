@@ -19,6 +19,8 @@ std::atomic<bool> haveMembarrier{false};
 
 constexpr int64_t kFallbackSliceNs = 1'000'000;
 
+thread_local int64_t lastWake = INT64_MIN / 2;  // far in the past, without overflow in a subtraction
+
 long membarrier(int cmd) noexcept { return syscall(SYS_membarrier, cmd, 0, 0); }
 
 void heavyBarrier() noexcept {
@@ -33,6 +35,8 @@ int64_t monotonicNs() noexcept {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
+
+int64_t lastWakeNs() noexcept { return lastWake; }
 
 void pauseBriefly() noexcept {
     timespec ts{0, 100'000};
@@ -59,6 +63,7 @@ void wakeAll(WaitWord &w) noexcept {
         // acquire in announceWaiter, for the ring change published before this wake.
         if (w.word.compare_exchange_weak(v, v + 1u, std::memory_order_release, std::memory_order_relaxed)) {
             syscall(SYS_futex, &w.word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+            lastWake = monotonicNs();
             return;
         }
     }

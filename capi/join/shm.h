@@ -60,7 +60,8 @@ typedef struct join_shm_options {
     int64_t open_timeout_ns; /* how long open waits for a peer still initialising; 0 = 1 s */
     uint64_t flags;          /* JOIN_SHM_PREFAULT | JOIN_SHM_MLOCK; 0 = none */
     int64_t spin_ns;         /* how long a blocking call spins before sleeping; 0 = default
-                                (about 20 us), negative = sleep at once */
+                                (20 us, or 1 ms right after this thread woke a sleeping peer,
+                                whose answer is then due); negative = sleep at once */
 } join_shm_options;
 
 /* (major << 16) | (minor << 8) | patch of the library actually loaded. */
