@@ -113,6 +113,33 @@ Endpoint *usableEndpoint(join_shm_endpoint *handle, int *err) noexcept {
 
 join_shm_queue *asHandle(Queue *q) noexcept { return reinterpret_cast<join_shm_queue *>(q); }
 
+// The integer a caller passed for an enum parameter. C callers may pass any int, and reading an
+// out-of-range value through the enum type is undefined behaviour in C++.
+template <class Enum>
+int enumValue(const Enum &value) noexcept {
+    static_assert(sizeof(Enum) == sizeof(int), "C enums are int-sized");
+    int raw;
+    std::memcpy(&raw, &value, sizeof raw);
+    return raw;
+}
+
+int openChecked(join_shm_queue **out, const char *name, int policy, int role, uint64_t elementSize, uint64_t capacity,
+                const join_shm_options *options) noexcept {
+    return guarded([&]() -> int {
+        if (out) *out = nullptr;
+        if (int r = checkOpenArguments(out, policy, elementSize, capacity)) return r;
+        if (role != JOIN_SHM_PRODUCER && role != JOIN_SHM_CONSUMER)
+            return fail(EINVAL, "role %d is not PRODUCER (1) or CONSUMER (2)", role);
+        char normalised[kNameBufferSize];
+        if (int r = normaliseName(name, "", normalised)) return r;
+        Queue *q = nullptr;
+        int r = openQueue(q, normalised, static_cast<uint32_t>(policy), static_cast<uint32_t>(role), elementSize,
+                          capacity, options);
+        *out = asHandle(q);
+        return r;
+    });
+}
+
 }  // namespace
 
 extern "C" {
@@ -132,24 +159,12 @@ const char *join_shm_last_error_detail(void) noexcept { return lastDetail(); }
 
 int join_shm_queue_open(join_shm_queue **out, const char *name, join_shm_policy policy, join_shm_role role,
                         uint64_t element_size, uint64_t capacity) noexcept {
-    return join_shm_queue_open_ex(out, name, policy, role, element_size, capacity, nullptr);
+    return openChecked(out, name, enumValue(policy), enumValue(role), element_size, capacity, nullptr);
 }
 
 int join_shm_queue_open_ex(join_shm_queue **out, const char *name, join_shm_policy policy, join_shm_role role,
                            uint64_t element_size, uint64_t capacity, const join_shm_options *options) noexcept {
-    return guarded([&]() -> int {
-        if (out) *out = nullptr;
-        if (int r = checkOpenArguments(out, policy, element_size, capacity)) return r;
-        if (role != JOIN_SHM_PRODUCER && role != JOIN_SHM_CONSUMER)
-            return fail(EINVAL, "role %d is not PRODUCER (1) or CONSUMER (2)", (int)role);
-        char normalised[kNameBufferSize];
-        if (int r = normaliseName(name, "", normalised)) return r;
-        Queue *q = nullptr;
-        int r = openQueue(q, normalised, static_cast<uint32_t>(policy), static_cast<uint32_t>(role), element_size,
-                          capacity, options);
-        *out = asHandle(q);
-        return r;
-    });
+    return openChecked(out, name, enumValue(policy), enumValue(role), element_size, capacity, options);
 }
 
 void join_shm_queue_close(join_shm_queue *handle) noexcept {
@@ -293,17 +308,18 @@ uint64_t join_shm_capacity(const join_shm_queue *handle) noexcept {
 
 int join_shm_endpoint_open(join_shm_endpoint **out, const char *name, join_shm_policy policy, join_shm_side side,
                            uint64_t element_size, uint64_t capacity) noexcept {
+    const int policyValue = enumValue(policy), sideValue = enumValue(side);
     return guarded([&]() -> int {
         if (out) *out = nullptr;
-        if (int r = checkOpenArguments(out, policy, element_size, capacity)) return r;
-        if (side != JOIN_SHM_SIDE_A && side != JOIN_SHM_SIDE_B)
-            return fail(EINVAL, "side %d is not SIDE_A (0) or SIDE_B (1)", (int)side);
+        if (int r = checkOpenArguments(out, policyValue, element_size, capacity)) return r;
+        if (sideValue != JOIN_SHM_SIDE_A && sideValue != JOIN_SHM_SIDE_B)
+            return fail(EINVAL, "side %d is not SIDE_A (0) or SIDE_B (1)", sideValue);
         char normalised[kNameBufferSize];
         if (int r = normaliseName(name, "_AB", normalised)) return r;
         normalised[std::strlen(normalised) - 3] = '\0';  // checked with the suffix, kept without
         Endpoint *e = nullptr;
-        int r = openEndpoint(e, normalised, static_cast<uint32_t>(policy), static_cast<uint32_t>(side), element_size,
-                             capacity);
+        int r = openEndpoint(e, normalised, static_cast<uint32_t>(policyValue), static_cast<uint32_t>(sideValue),
+                             element_size, capacity);
         *out = reinterpret_cast<join_shm_endpoint *>(e);
         return r;
     });

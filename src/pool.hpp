@@ -22,6 +22,18 @@ public:
         n->value = T{};
         return &n->value;
     }
+    HandlePool() = default;
+    HandlePool(const HandlePool &) = delete;
+    HandlePool &operator=(const HandlePool &) = delete;
+    // Frees the handles kept for reuse, so unloading the library (dlclose) leaks nothing. Open
+    // handles belong to their users.
+    ~HandlePool() {
+        while (Node *n = free_) {
+            free_ = n->next;
+            delete n;
+        }
+    }
+
     void give(T *value) noexcept {
         Node *n = reinterpret_cast<Node *>(value);  // value is the first member of Node
         std::lock_guard<std::mutex> lock(mutex_);
