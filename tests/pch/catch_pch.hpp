@@ -1,0 +1,2 @@
+// Precompiled for every test program: Catch2 is most of their compile time.
+#include <catch2/catch.hpp>
