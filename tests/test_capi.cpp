@@ -16,19 +16,6 @@ namespace {
 
 const join_shm_policy kPolicies[] = {JOIN_SHM_SPSC, JOIN_SHM_MPSC, JOIN_SHM_MPMC};
 
-struct Pair {
-    join_shm_queue *producer = nullptr;
-    join_shm_queue *consumer = nullptr;
-    Pair(const char *name, join_shm_policy policy, uint64_t size, uint64_t capacity) {
-        REQUIRE(join_shm_queue_open(&producer, name, policy, JOIN_SHM_PRODUCER, size, capacity) == 0);
-        REQUIRE(join_shm_queue_open(&consumer, name, policy, JOIN_SHM_CONSUMER, size, capacity) == 0);
-    }
-    ~Pair() {
-        join_shm_queue_close(producer);
-        join_shm_queue_close(consumer);
-    }
-};
-
 }  // namespace
 
 TEST_CASE("the version names the library that is loaded", "[capi]") {
@@ -78,7 +65,7 @@ TEST_CASE("a closed handle is refused, not used", "[capi]") {
 
 TEST_CASE("a handle inherited across fork may only be closed in the child", "[capi]") {
     test::ShmName name;
-    Pair pair(name, JOIN_SHM_SPSC, 8, 4);
+    test::Pair pair(name, 8, 4, JOIN_SHM_SPSC);
     pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) {
@@ -102,7 +89,7 @@ TEST_CASE("a handle inherited across fork may only be closed in the child", "[ca
 
 TEST_CASE("a second holder of a single role is told who holds it", "[capi]") {
     test::ShmName name;
-    Pair pair(name, JOIN_SHM_MPSC, 8, 4);
+    test::Pair pair(name, 8, 4, JOIN_SHM_MPSC);
     join_shm_queue *consumer = nullptr;
     CHECK(join_shm_queue_open(&consumer, name, JOIN_SHM_MPSC, JOIN_SHM_CONSUMER, 8, 4) == -EBUSY);
     CHECK(consumer == nullptr);
@@ -115,7 +102,7 @@ TEST_CASE("a second holder of a single role is told who holds it", "[capi]") {
 TEST_CASE("zero-copy slots carry elements in place for every policy", "[capi]") {
     for (join_shm_policy policy : kPolicies) {
         test::ShmName name;
-        Pair pair(name, policy, 32, 2);
+        test::Pair pair(name, 32, 2, policy);
         void *slot = nullptr;
         const void *peeked = nullptr;
         CHECK(join_shm_commit(pair.producer) == -EINVAL);
@@ -142,7 +129,7 @@ TEST_CASE("zero-copy slots carry elements in place for every policy", "[capi]") 
 TEST_CASE("a producer closed with a reserved slot leaves no hole in the ring", "[capi]") {
     for (join_shm_policy policy : kPolicies) {
         test::ShmName name;
-        Pair pair(name, policy, 8, 3);
+        test::Pair pair(name, 8, 3, policy);
         join_shm_queue *producer = nullptr;
         if (policy == JOIN_SHM_SPSC) {
             join_shm_queue_close(pair.producer);
@@ -165,7 +152,7 @@ TEST_CASE("a producer closed with a reserved slot leaves no hole in the ring", "
 TEST_CASE("a consumer closed with a peeked element leaves it for the next one on SPSC and MPSC", "[capi]") {
     for (join_shm_policy policy : {JOIN_SHM_SPSC, JOIN_SHM_MPSC}) {
         test::ShmName name;
-        Pair pair(name, policy, 8, 3);
+        test::Pair pair(name, 8, 3, policy);
         uint64_t in = 5, out = 0;
         REQUIRE(join_shm_try_push(pair.producer, &in) == 0);
         const void *peeked = nullptr;

@@ -80,21 +80,6 @@ void checkOpenFails(const char *name, int policy, int role, uint64_t elementSize
     if (q != nullptr && q != kSentinelQueue) join_shm_queue_close(q);
 }
 
-struct Pair {
-    join_shm_queue *producer = nullptr;
-    join_shm_queue *consumer = nullptr;
-    Pair(const char *name, uint64_t size, uint64_t capacity) {
-        REQUIRE(join_shm_queue_open(&producer, name, JOIN_SHM_SPSC, JOIN_SHM_PRODUCER, size, capacity) == 0);
-        REQUIRE(join_shm_queue_open(&consumer, name, JOIN_SHM_SPSC, JOIN_SHM_CONSUMER, size, capacity) == 0);
-    }
-    ~Pair() {
-        join_shm_queue_close(producer);
-        join_shm_queue_close(consumer);
-    }
-    Pair(const Pair &) = delete;
-    Pair &operator=(const Pair &) = delete;
-};
-
 void writeFile(const std::string &path, const std::string &bytes) {
     std::ofstream f(path, std::ios::binary | std::ios::trunc);
     f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -288,7 +273,7 @@ TEST_CASE("bad options are refused and good ones from a larger struct are accept
 
 TEST_CASE("NULL elements, slots and handles are refused by every call", "[errors]") {
     test::ShmName name;
-    Pair pair(name, 8, 4);
+    test::Pair pair(name, 8, 4);
     uint64_t value = 1;
     CHECK_FAILS(join_shm_try_push(pair.producer, nullptr), -EINVAL, "element");
     CHECK_FAILS(join_shm_push(pair.producer, nullptr), -EINVAL, "element");
@@ -377,7 +362,7 @@ TEST_CASE("an endpoint handle is not a queue handle, nor the other way round", "
 
 TEST_CASE("a consumer cannot push and a producer cannot pop", "[errors]") {
     test::ShmName name;
-    Pair pair(name, 8, 4);
+    test::Pair pair(name, 8, 4);
     uint64_t value = 11, out = 0;
     CHECK_FAILS(join_shm_try_push(pair.consumer, &value), -EINVAL, "producer");
     CHECK_FAILS(join_shm_push(pair.consumer, &value), -EINVAL, "producer");
@@ -404,7 +389,7 @@ TEST_CASE("a consumer cannot push and a producer cannot pop", "[errors]") {
 
 TEST_CASE("batches of zero elements are refused", "[errors]") {
     test::ShmName name;
-    Pair pair(name, 8, 4);
+    test::Pair pair(name, 8, 4);
     uint64_t values[2] = {1, 2};
     CHECK_FAILS(join_shm_try_push_n(pair.producer, values, 0), -EINVAL, "count");
     CHECK(join_shm_pending(pair.consumer) == 0);
@@ -415,7 +400,7 @@ TEST_CASE("batches of zero elements are refused", "[errors]") {
 
 TEST_CASE("zero-copy calls out of order are refused and disturb nothing", "[errors]") {
     test::ShmName name;
-    Pair pair(name, 8, 2);
+    test::Pair pair(name, 8, 2);
     CHECK_FAILS(join_shm_commit(pair.producer), -EINVAL, "commit");
     CHECK_FAILS(join_shm_release(pair.consumer), -EINVAL, "release");
     void *slot = nullptr;
@@ -446,7 +431,7 @@ TEST_CASE("zero-copy calls out of order are refused and disturb nothing", "[erro
 
 TEST_CASE("a second holder of a single role is refused while the first lives", "[errors]") {
     test::ShmName name;
-    Pair pair(name, 8, 4);
+    test::Pair pair(name, 8, 4);
     uint64_t value = 21;
     REQUIRE(join_shm_try_push(pair.producer, &value) == 0);
     join_shm_queue *q = kSentinelQueue;
@@ -562,7 +547,7 @@ TEST_CASE("opening with another element size, capacity or policy is refused and 
 TEST_CASE("a push refused on a full ring loses nothing", "[errors]") {
     test::ShmName name;
     const uint64_t capacity = 5;
-    Pair pair(name, 16, capacity);
+    test::Pair pair(name, 16, capacity);
     struct Element {
         uint64_t a, b;
     };
@@ -676,7 +661,7 @@ TEST_CASE("segments are created 0600 by default and with the mode asked for", "[
 
 TEST_CASE("a timeout of 0 tries once and reports a timeout", "[errors]") {
     test::ShmName name;
-    Pair pair(name, 8, 1);
+    test::Pair pair(name, 8, 1);
     uint64_t value = 0;
     CHECK_FAILS(join_shm_timed_pop(pair.consumer, &value, 0), -ETIMEDOUT, "time");
     uint64_t in = 31;
@@ -691,7 +676,7 @@ TEST_CASE("a negative timeout waits until the peer acts", "[errors]") {
     for (int64_t timeout : {int64_t{-1}, INT64_MIN}) {
         INFO("timeout " << timeout);
         test::ShmName name;
-        Pair pair(name, 8, 1);
+        test::Pair pair(name, 8, 1);
         const pid_t waiter = gettid();
         std::atomic<bool> calling{false};
         bool sawPopSleeping = false, sawPushSleeping = false;

@@ -13,21 +13,6 @@
 
 namespace {
 
-struct Pair {
-    join_shm_queue *producer = nullptr;
-    join_shm_queue *consumer = nullptr;
-    Pair(const char *name, uint64_t size, uint64_t capacity) {
-        REQUIRE(join_shm_queue_open(&producer, name, JOIN_SHM_SPSC, JOIN_SHM_PRODUCER, size, capacity) == 0);
-        REQUIRE(join_shm_queue_open(&consumer, name, JOIN_SHM_SPSC, JOIN_SHM_CONSUMER, size, capacity) == 0);
-    }
-    ~Pair() {
-        join_shm_queue_close(producer);
-        join_shm_queue_close(consumer);
-    }
-    Pair(const Pair &) = delete;
-    Pair &operator=(const Pair &) = delete;
-};
-
 // The bytes of element number SEQ: every byte depends on SEQ and on its offset, so a lost,
 // repeated, reordered or torn element shows.
 std::vector<unsigned char> pattern(uint64_t seq, size_t size) {
@@ -43,7 +28,7 @@ std::vector<unsigned char> pattern(uint64_t seq, size_t size) {
 }
 
 // Pending, available, empty and full agree with COUNT, seen from both handles.
-void checkCounts(const Pair &pair, uint64_t count, uint64_t capacity) {
+void checkCounts(const test::Pair &pair, uint64_t count, uint64_t capacity) {
     INFO(count << " of " << capacity << " slots in use");
     for (const join_shm_queue *q : {pair.producer, pair.consumer}) {
         CHECK(join_shm_pending(q) == count);
@@ -61,7 +46,7 @@ TEST_CASE("an SPSC ring holds exactly its capacity", "[spsc]") {
     for (uint64_t capacity : {1, 3, 7, 144}) {
         INFO("capacity " << capacity);
         test::ShmName name;
-        Pair pair(name, 8, capacity);
+        test::Pair pair(name, 8, capacity);
         CHECK(join_shm_capacity(pair.producer) == capacity);
         CHECK(join_shm_capacity(pair.consumer) == capacity);
         for (uint64_t i = 0; i < capacity; ++i) {
@@ -90,7 +75,7 @@ TEST_CASE("elements come out in order with every byte intact", "[spsc]") {
         DYNAMIC_SECTION("element size " << size) {
             test::ShmName name;
             const uint64_t capacity = 5;
-            Pair pair(name, size, capacity);
+            test::Pair pair(name, size, capacity);
             CHECK(join_shm_element_size(pair.producer) == size);
             CHECK(join_shm_element_size(pair.consumer) == size);
             uint64_t pushed = 0, popped = 0;
@@ -116,7 +101,7 @@ TEST_CASE("small rings wrap around for many laps", "[spsc]") {
     for (uint64_t capacity : {1, 3}) {
         INFO("capacity " << capacity);
         test::ShmName name;
-        Pair pair(name, 24, capacity);
+        test::Pair pair(name, 24, capacity);
         uint64_t pushed = 0, popped = 0;
         for (uint64_t lap = 0; lap < 20000; ++lap) {
             // Vary how far ahead the producer runs: 1 .. capacity elements, then drain it all or
@@ -160,7 +145,7 @@ TEST_CASE("small rings wrap around for many laps", "[spsc]") {
 TEST_CASE("batches move as many elements as fit, in order", "[spsc]") {
     test::ShmName name;
     const uint64_t capacity = 7;
-    Pair pair(name, 8, capacity);
+    test::Pair pair(name, 8, capacity);
     std::vector<uint64_t> in(20), out(20, 0);
     for (uint64_t i = 0; i < in.size(); ++i)
         in[i] = 1000 + i;
@@ -214,7 +199,7 @@ TEST_CASE("batches wrap around a ring of capacity 1 and 3", "[spsc]") {
     for (uint64_t capacity : {1, 3}) {
         INFO("capacity " << capacity);
         test::ShmName name;
-        Pair pair(name, 16, capacity);
+        test::Pair pair(name, 16, capacity);
         uint64_t pushed = 0, popped = 0;
         for (int round = 0; round < 3000; ++round) {
             std::vector<uint64_t> in(2 * 4);
@@ -242,7 +227,7 @@ TEST_CASE("batches wrap around a ring of capacity 1 and 3", "[spsc]") {
 
 TEST_CASE("an SPSC ring admits one producer and one consumer at a time", "[spsc]") {
     test::ShmName name;
-    Pair pair(name, 8, 4);
+    test::Pair pair(name, 8, 4);
     join_shm_queue *q = nullptr;
     CHECK(join_shm_queue_open(&q, name, JOIN_SHM_SPSC, JOIN_SHM_PRODUCER, 8, 4) == -EBUSY);
     CHECK(q == nullptr);
@@ -272,7 +257,7 @@ TEST_CASE("a reopened consumer or producer continues where the previous one stop
     for (uint64_t capacity : {1, 3, 8}) {
         INFO("capacity " << capacity);
         test::ShmName name;
-        Pair pair(name, 8, capacity);
+        test::Pair pair(name, 8, capacity);
         uint64_t pushed = 0, popped = 0;
         for (int round = 0; round < 50; ++round) {
             while (pushed - popped < capacity) {
@@ -314,11 +299,11 @@ TEST_CASE("a reopened consumer or producer continues where the previous one stop
 TEST_CASE("elements stay in a ring that nobody has open", "[spsc]") {
     test::ShmName name;
     {
-        Pair pair(name, 8, 4);
+        test::Pair pair(name, 8, 4);
         for (uint64_t i = 0; i < 3; ++i)
             REQUIRE(join_shm_try_push(pair.producer, &i) == 0);
     }
-    Pair pair(name, 8, 4);
+    test::Pair pair(name, 8, 4);
     checkCounts(pair, 3, 4);
     for (uint64_t i = 0; i < 3; ++i) {
         uint64_t out = 99;
@@ -332,7 +317,7 @@ TEST_CASE("zero-copy slots publish and hand back elements in place", "[spsc]") {
         INFO("capacity " << capacity);
         test::ShmName name;
         const uint64_t size = 40;
-        Pair pair(name, size, capacity);
+        test::Pair pair(name, size, capacity);
         uint64_t pushed = 0, popped = 0;
         for (int round = 0; round < 1000; ++round) {
             // Alternate zero-copy and copying calls on both sides.
@@ -381,7 +366,7 @@ TEST_CASE("zero-copy slots publish and hand back elements in place", "[spsc]") {
 
 TEST_CASE("zero-copy calls in the wrong order are refused", "[spsc]") {
     test::ShmName name;
-    Pair pair(name, 8, 4);
+    test::Pair pair(name, 8, 4);
     uint64_t value = 1;
     void *slot = nullptr;
     const void *peeked = nullptr;
@@ -424,7 +409,7 @@ TEST_CASE("zero-copy calls in the wrong order are refused", "[spsc]") {
 
 TEST_CASE("timed push and pop wait the whole timeout before giving up", "[spsc]") {
     test::ShmName name;
-    Pair pair(name, 8, 2);
+    test::Pair pair(name, 8, 2);
     const int64_t timeout = 10'000'000;  // 10 ms
     uint64_t value = 0;
 
