@@ -87,7 +87,7 @@ int waitFor(WaitWord &w, int64_t spinNs, int64_t timeoutNs, TryOp &&tryOp) noexc
     if (r != -EAGAIN) return r;
     if (timeoutNs == 0) return -ETIMEDOUT;
     const int64_t start = monotonicNs();
-    if (spinNs > 0 && start - lastWakeNs() < kAfterWakeSpinNs) spinNs = kAfterWakeSpinNs;
+    if (spinNs > 0 && spinNs < kAfterWakeSpinNs && start - lastWakeNs() < kAfterWakeSpinNs) spinNs = kAfterWakeSpinNs;
     const int64_t deadline = deadlineAfter(start, timeoutNs);
     const int64_t spinUntil = start + spinNs < deadline ? start + spinNs : deadline;
     for (unsigned i = 1; spinNs > 0; ++i) {
