@@ -296,6 +296,29 @@ int join_shm_empty(const join_shm_queue *handle) noexcept {
     return q && pendingCount(*q) == 0;
 }
 
+int join_shm_queue_stats(const join_shm_queue *handle, join_shm_stats *stats) noexcept {
+    const Queue *q = inspectable(handle);
+    if (!q) return failStatic(EINVAL, "the queue handle is NULL, closed, or not a queue handle");
+    uint32_t size = 0;
+    if (!stats || (std::memcpy(&size, stats, sizeof size), size < sizeof size))
+        return failStatic(EINVAL, "stats is NULL or its size field is not set to sizeof(join_shm_stats)");
+    const Header &h = q->header();
+    join_shm_stats s{};
+    s.size = size < sizeof s ? size : static_cast<uint32_t>(sizeof s);
+    s.policy = q->policy;
+    s.element_size = q->elementSize;
+    s.capacity = q->capacity;
+    s.pending = pendingCount(*q);
+    // Relaxed: a monitoring snapshot; nothing is ordered against these values.
+    s.pushed = h.head.load(std::memory_order_relaxed);
+    s.popped = h.tail.load(std::memory_order_relaxed);
+    s.skipped = h.skipped.load(std::memory_order_relaxed);
+    if (q->policy == JOIN_SHM_SPSC) s.producer_pid = h.producer_pid.load(std::memory_order_relaxed);
+    if (q->policy != JOIN_SHM_MPMC) s.consumer_pid = h.consumer_pid.load(std::memory_order_relaxed);
+    std::memcpy(stats, &s, s.size);  // a caller compiled against an older header gets what fits
+    return 0;
+}
+
 uint64_t join_shm_element_size(const join_shm_queue *handle) noexcept {
     const Queue *q = inspectable(handle);
     return q ? q->elementSize : 0;

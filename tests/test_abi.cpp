@@ -130,10 +130,18 @@ TEST_CASE("every call of the header is found, versioned JOIN_SHM_1.0", "[abi]") 
     }
 }
 
-TEST_CASE("the loaded library reports version 1.0.0", "[abi]") {
+TEST_CASE("calls added in 1.1 are versioned JOIN_SHM_1.1", "[abi]") {
+    REQUIRE(library().handle() != nullptr);
+    void *plain = dlsym(library().handle(), "join_shm_queue_stats");
+    CHECK(plain != nullptr);
+    CHECK(plain == dlvsym(library().handle(), "join_shm_queue_stats", "JOIN_SHM_1.1"));
+    CHECK(dlvsym(library().handle(), "join_shm_queue_stats", "JOIN_SHM_1.0") == nullptr);
+}
+
+TEST_CASE("the loaded library reports version 1.1.0", "[abi]") {
     auto version = SYM(join_shm_version);
     REQUIRE(version != nullptr);
-    CHECK(version() == 0x010000u);
+    CHECK(version() == 0x010100u);
     CHECK(version() == ((JOIN_SHM_VERSION_MAJOR << 16) | (JOIN_SHM_VERSION_MINOR << 8) | JOIN_SHM_VERSION_PATCH));
 }
 

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define JOIN_SHM_VERSION_MAJOR 1
-#define JOIN_SHM_VERSION_MINOR 0
+#define JOIN_SHM_VERSION_MINOR 1
 #define JOIN_SHM_VERSION_PATCH 0
 
 /* Opaque handles. */
@@ -51,6 +51,8 @@ typedef enum join_shm_side { JOIN_SHM_SIDE_A = 0, JOIN_SHM_SIDE_B = 1 } join_shm
 /* Option flags. */
 #define JOIN_SHM_PREFAULT UINT64_C(0x1) /* touch every page of a segment at open */
 #define JOIN_SHM_MLOCK UINT64_C(0x2)    /* mlock(2) the mapping; fails with the OS error if denied */
+/* Since 1.1: attach to a segment owned by another user (refused with -EACCES otherwise). */
+#define JOIN_SHM_ALLOW_OTHER_OWNER UINT64_C(0x4)
 
 /* Options for join_shm_queue_open_ex. Zero-initialise, set size = sizeof(join_shm_options), then
    change what you need: 0 in any field means its default. Fields are only ever appended. */
@@ -124,6 +126,24 @@ JOIN_SHM_API int join_shm_full(const join_shm_queue *q) JOIN_SHM_NOEXCEPT;  /* 1
 JOIN_SHM_API int join_shm_empty(const join_shm_queue *q) JOIN_SHM_NOEXCEPT; /* 1 or 0 */
 JOIN_SHM_API uint64_t join_shm_element_size(const join_shm_queue *q) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API uint64_t join_shm_capacity(const join_shm_queue *q) JOIN_SHM_NOEXCEPT;
+
+/* Since 1.1: a snapshot of a ring for monitoring. Zero-initialise, set size = sizeof(join_shm_stats);
+   fields are only ever appended, and a smaller size gets the fields that fit. Values come from
+   shared memory: counts are clamped to [0, capacity], cursors and pids are as the segment says. */
+typedef struct join_shm_stats {
+    uint32_t size;         /* sizeof(join_shm_stats) as the caller was compiled */
+    uint32_t policy;       /* join_shm_policy */
+    uint64_t element_size;
+    uint64_t capacity;
+    uint64_t pending;      /* elements waiting to be popped */
+    uint64_t pushed;       /* positions claimed by producers since creation (the head cursor) */
+    uint64_t popped;       /* positions taken by consumers since creation (the tail cursor) */
+    uint64_t skipped;      /* positions stepped over: abandoned by a closing producer, or left
+                              behind by a producer or (MPMC) consumer that died mid-operation */
+    uint32_t producer_pid; /* holder of the producer role (SPSC), 0 if none or if many may push */
+    uint32_t consumer_pid; /* holder of the consumer role (SPSC, MPSC), 0 if none or MPMC */
+} join_shm_stats;
+JOIN_SHM_API int join_shm_queue_stats(const join_shm_queue *q, join_shm_stats *stats) JOIN_SHM_NOEXCEPT;
 
 /* Endpoints: a duplex channel made of two rings, NAME_AB (A -> B) and NAME_BA (B -> A). Each side
    is the producer of its outbound ring and the consumer of its inbound one. Names may be three
