@@ -67,26 +67,64 @@ int emptyOrFull(uint32_t role, int r) noexcept {
     return failStatic(EAGAIN, role == JOIN_SHM_PRODUCER ? "the ring is full" : "the ring is empty");
 }
 
+int cancelled(const Queue &q, int r) noexcept {
+    if (r != -ECANCELED) return r;
+    return fail(ECANCELED,
+                "this producer of \"%s\" stalled between claiming a slot and publishing it for so long that "
+                "consumers took the slot over; the element was dropped",
+                q.name);
+}
+
 int timedOut(const Queue &q, int r, int64_t timeoutNs) noexcept {
     if (r != -ETIMEDOUT) return r;
     return fail(ETIMEDOUT, "timed out after %lld us waiting for %s on \"%s\"", (long long)(timeoutNs / 1000),
                 q.role == JOIN_SHM_PRODUCER ? "room" : "an element", q.name);
 }
 
+// Retries op until it succeeds or the timeout passes, sleeping on the ring's futex word meanwhile.
+template <class Op>
+int waitOn(Queue &q, int64_t timeoutNs, Op &&op) noexcept {
+    WaitWord &w = q.role == JOIN_SHM_PRODUCER ? q.header().not_full : q.header().not_empty;
+    return timedOut(q, waitFor(w, q.spinNs, timeoutNs, op, [&q] { return stuckSlice(q); }), timeoutNs);
+}
+
 int timedPush(join_shm_queue *handle, const void *element, int64_t timeoutNs) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_PRODUCER, element, &err);
-    if (!q) return err;
-    int r = waitFor(q->header().not_full, q->spinNs, timeoutNs, [&] { return tryPush(*q, element); });
-    return timedOut(*q, r, timeoutNs);
+    return q ? cancelled(*q, waitOn(*q, timeoutNs, [&] { return tryPush(*q, element); })) : err;
 }
 
 int timedPop(join_shm_queue *handle, void *element, int64_t timeoutNs) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_CONSUMER, element, &err);
+    return q ? waitOn(*q, timeoutNs, [&] { return tryPop(*q, element); }) : err;
+}
+
+// Hands out one claimed slot for zero-copy use.
+int takeSlot(Queue &q, const Claim &c, void **slot) noexcept {
+    q.outstanding = true;
+    q.outstandingPosition = c.position;
+    q.outstandingSlot = c.slot;
+    *slot = elementOf(q, c.slot);
+    return 0;
+}
+
+int timedReserve(join_shm_queue *handle, void **slot, int64_t timeoutNs) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_PRODUCER, slot, &err);
     if (!q) return err;
-    int r = waitFor(q->header().not_empty, q->spinNs, timeoutNs, [&] { return tryPop(*q, element); });
-    return timedOut(*q, r, timeoutNs);
+    Claim c;
+    int r = waitOn(*q, timeoutNs, [&] { return claimForWrite(*q, c); });
+    return r ? r : takeSlot(*q, c, slot);
+}
+
+int timedPeek(join_shm_queue *handle, const void **slot, int64_t timeoutNs) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_CONSUMER, slot, &err);
+    if (!q) return err;
+    Claim c;
+    int r = waitOn(*q, timeoutNs, [&] { return claimForRead(*q, c); });
+    return r ? r : takeSlot(*q, c, const_cast<void **>(slot));
 }
 
 bool validPolicy(int policy) noexcept { return policy >= JOIN_SHM_SPSC && policy <= JOIN_SHM_MPMC; }
@@ -183,7 +221,7 @@ int join_shm_unlink(const char *name) noexcept {
 int join_shm_try_push(join_shm_queue *handle, const void *element) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_PRODUCER, element, &err);
-    return q ? emptyOrFull(JOIN_SHM_PRODUCER, tryPush(*q, element)) : err;
+    return q ? cancelled(*q, emptyOrFull(JOIN_SHM_PRODUCER, tryPush(*q, element))) : err;
 }
 
 int join_shm_push(join_shm_queue *q, const void *element) noexcept { return timedPush(q, element, -1); }
@@ -210,11 +248,8 @@ int64_t join_shm_try_push_n(join_shm_queue *handle, const void *elements, uint64
     if (!q) return err;
     if (count == 0 || count > INT64_MAX)
         return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
-    const auto *from = static_cast<const unsigned char *>(elements);
-    uint64_t moved = 0;
-    while (moved < count && tryPush(*q, from + moved * q->elementSize) == 0)
-        ++moved;
-    return moved ? static_cast<int64_t>(moved) : emptyOrFull(JOIN_SHM_PRODUCER, -EAGAIN);
+    int64_t r = tryPushN(*q, static_cast<const unsigned char *>(elements), count);
+    return r > 0 ? r : cancelled(*q, emptyOrFull(JOIN_SHM_PRODUCER, static_cast<int>(r)));
 }
 
 int64_t join_shm_try_pop_n(join_shm_queue *handle, void *elements, uint64_t count) noexcept {
@@ -223,11 +258,8 @@ int64_t join_shm_try_pop_n(join_shm_queue *handle, void *elements, uint64_t coun
     if (!q) return err;
     if (count == 0 || count > INT64_MAX)
         return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
-    auto *to = static_cast<unsigned char *>(elements);
-    uint64_t moved = 0;
-    while (moved < count && tryPop(*q, to + moved * q->elementSize) == 0)
-        ++moved;
-    return moved ? static_cast<int64_t>(moved) : emptyOrFull(JOIN_SHM_CONSUMER, -EAGAIN);
+    int64_t r = tryPopN(*q, static_cast<unsigned char *>(elements), count);
+    return r > 0 ? r : emptyOrFull(JOIN_SHM_CONSUMER, static_cast<int>(r));
 }
 
 int join_shm_try_reserve(join_shm_queue *handle, void **slot) noexcept {
@@ -235,12 +267,12 @@ int join_shm_try_reserve(join_shm_queue *handle, void **slot) noexcept {
     Queue *q = copyable(handle, JOIN_SHM_PRODUCER, slot, &err);
     if (!q) return err;
     Claim c;
-    if (int r = claimForWrite(*q, c)) return emptyOrFull(JOIN_SHM_PRODUCER, r);
-    q->outstanding = true;
-    q->outstandingPosition = c.position;
-    q->outstandingSlot = c.slot;
-    *slot = elementOf(*q, c.slot);
-    return 0;
+    int r = claimForWrite(*q, c);
+    return r ? emptyOrFull(JOIN_SHM_PRODUCER, r) : takeSlot(*q, c, slot);
+}
+
+int join_shm_timed_reserve(join_shm_queue *q, void **slot, int64_t timeout_ns) noexcept {
+    return timedReserve(q, slot, timeout_ns);
 }
 
 int join_shm_commit(join_shm_queue *handle) noexcept {
@@ -249,8 +281,7 @@ int join_shm_commit(join_shm_queue *handle) noexcept {
     if (!q) return err;
     if (!q->outstanding) return failStatic(EINVAL, "commit without a reserved slot");
     q->outstanding = false;
-    publish(*q, {q->outstandingPosition, q->outstandingSlot}, kFull);
-    return 0;
+    return cancelled(*q, publish(*q, {q->outstandingPosition, q->outstandingSlot}, kFull));
 }
 
 int join_shm_try_peek(join_shm_queue *handle, const void **slot) noexcept {
@@ -258,12 +289,12 @@ int join_shm_try_peek(join_shm_queue *handle, const void **slot) noexcept {
     Queue *q = copyable(handle, JOIN_SHM_CONSUMER, slot, &err);
     if (!q) return err;
     Claim c;
-    if (int r = claimForRead(*q, c)) return emptyOrFull(JOIN_SHM_CONSUMER, r);
-    q->outstanding = true;
-    q->outstandingPosition = c.position;
-    q->outstandingSlot = c.slot;
-    *slot = elementOf(*q, c.slot);
-    return 0;
+    int r = claimForRead(*q, c);
+    return r ? emptyOrFull(JOIN_SHM_CONSUMER, r) : takeSlot(*q, c, const_cast<void **>(slot));
+}
+
+int join_shm_timed_peek(join_shm_queue *q, const void **slot, int64_t timeout_ns) noexcept {
+    return timedPeek(q, slot, timeout_ns);
 }
 
 int join_shm_release(join_shm_queue *handle) noexcept {
@@ -273,6 +304,15 @@ int join_shm_release(join_shm_queue *handle) noexcept {
     if (!q->outstanding) return failStatic(EINVAL, "release without a peeked slot");
     q->outstanding = false;
     releaseRead(*q, {q->outstandingPosition, q->outstandingSlot});
+    return 0;
+}
+
+int join_shm_cancel(join_shm_queue *handle) noexcept {
+    int err = 0;
+    Queue *q = usable(handle, 0, &err);
+    if (!q) return err;
+    if (!q->outstanding) return failStatic(EINVAL, "cancel without a reserved or peeked slot");
+    cancelOutstanding(*q);
     return 0;
 }
 

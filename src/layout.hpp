@@ -9,7 +9,7 @@
 namespace join::shm {
 
 constexpr uint64_t kMagic = 0x314d48534e494f4aULL;  // "JOINSHM1" read as little-endian bytes
-constexpr uint32_t kLayoutVersion = 1;
+constexpr uint32_t kLayoutVersion = 2;  // 2: claim tags in slots, cursors on separate line pairs
 constexpr size_t kCacheLine = 64;
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free in shared memory");
@@ -32,15 +32,22 @@ struct alignas(kCacheLine) WaitWord {
 //   4*pos + kAbandoned : position pos was claimed and given up; consumers skip it
 // A consumer frees the slot of pos by storing 4*(pos + capacity). Four codes per position (not two,
 // as in a textbook ring) so that a capacity of 1 still tells "full" from "free for the next lap".
+//
+// claim names whoever took the slot through a shared cursor (MPSC/MPMC producers, MPMC consumers):
+// claimTag() below. It lets the other side tell a claimant that died from one that is merely slow.
 struct SlotHeader {
     std::atomic<uint64_t> seq;
-    std::atomic<uint32_t> claimant;  // pid of the producer that claimed the slot (diagnostics)
-    uint32_t reserved;
+    std::atomic<uint64_t> claim;
 };
 constexpr uint64_t kFree = 0, kFull = 1, kAbandoned = 2;
 constexpr size_t kSlotHeaderSize = sizeof(SlotHeader);
 static_assert(kSlotHeaderSize == 16, "slot header is part of the layout");
 
+// A claim tag: bits 33..63 the position's low 31 bits, bit 32 set for a consumer, bits 0..31 the pid.
+constexpr uint64_t kClaimByConsumer = uint64_t{1} << 32;
+constexpr uint64_t claimTag(uint64_t position, bool consumer, uint32_t pid) noexcept {
+    return position << 33 | (consumer ? kClaimByConsumer : 0) | pid;
+}
 enum class State : uint32_t { Initialising = 0, Ready = 1 };
 
 struct alignas(kCacheLine) Header {
@@ -62,28 +69,28 @@ struct alignas(kCacheLine) Header {
     std::atomic<uint64_t> skipped;  // abandoned positions consumers stepped over
     uint64_t reserved1[6];
 
-    // Line 2: next position to claim for producers. Written only by producers, so a lone producer
-    // keeps the line in its own cache.
-    alignas(kCacheLine) std::atomic<uint64_t> head;
-    uint64_t reserved2[7];
+    // Lines 2-3: next position to claim for producers. Written only by producers, so a lone
+    // producer keeps the line in its own cache. Cursors get a 128-byte pair each: CPUs fetch lines
+    // in adjacent pairs, and a shared pair would make head and tail falsely shared after all.
+    alignas(2 * kCacheLine) std::atomic<uint64_t> head;
+    uint64_t reserved2[15];
 
-    // Line 3: next position to consume. Written only by consumers.
-    alignas(kCacheLine) std::atomic<uint64_t> tail;
-    uint64_t reserved3[7];
+    // Lines 4-5: next position to consume. Written only by consumers.
+    alignas(2 * kCacheLine) std::atomic<uint64_t> tail;
+    uint64_t reserved3[15];
 
+    // Lines 6-7: read by every publish, written only when somebody sleeps.
     WaitWord not_empty;  // consumers sleep here, producers wake them
     WaitWord not_full;   // producers sleep here, consumers wake them
-
-    uint64_t reserved4[16];  // room to grow without moving the slots
 };
 
 static_assert(offsetof(Header, magic) == 0);
 static_assert(offsetof(Header, state) == 56);
 static_assert(offsetof(Header, producer_pid) == 64);
 static_assert(offsetof(Header, head) == 128);
-static_assert(offsetof(Header, tail) == 192);
-static_assert(offsetof(Header, not_empty) == 256);
-static_assert(offsetof(Header, not_full) == 320);
+static_assert(offsetof(Header, tail) == 256);
+static_assert(offsetof(Header, not_empty) == 384);
+static_assert(offsetof(Header, not_full) == 448);
 static_assert(sizeof(Header) == 512);
 
 // Geometry derived from the user's parameters alone: both creator and attacher compute it and

@@ -30,9 +30,11 @@ std::atomic<uint32_t> *roleHolder(Queue &q) noexcept {
     return q.policy == JOIN_SHM_MPMC ? nullptr : &q.header().consumer_pid;
 }
 
-// Whether pid names a live process. A zombie (killed, not yet reaped) counts as dead.
-// Pids are compared within one pid namespace: peers in another namespace look dead or alive at
-// random, which is why sharing rings across pid namespaces is not supported (see README).
+}  // namespace
+
+// A zombie (killed, not yet reaped) counts as dead. Pids are compared within one pid namespace:
+// peers in another namespace look dead or alive at random, which is why sharing rings across pid
+// namespaces is not supported (see README).
 bool processAlive(uint32_t pid) noexcept {
     if (pid == 0 || pid > static_cast<uint32_t>(INT32_MAX)) return false;
     if (kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return false;
@@ -45,6 +47,8 @@ bool processAlive(uint32_t pid) noexcept {
     const char *state = n ? std::strrchr(stat, ')') : nullptr;  // the command name may hold spaces
     return !(state && state[1] == ' ' && (state[2] == 'Z' || state[2] == 'X'));
 }
+
+namespace {
 
 int claimRole(Queue &q) noexcept {
     std::atomic<uint32_t> *holder = roleHolder(q);
@@ -107,9 +111,9 @@ int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uin
         if (o.size < offsetof(join_shm_options, flags) + sizeof o.flags)
             return fail(EINVAL, "options.size is %u, at least %zu is needed", o.size,
                         offsetof(join_shm_options, flags) + sizeof o.flags);
-        if (o.flags & ~(JOIN_SHM_PREFAULT | JOIN_SHM_MLOCK))
-            return fail(EINVAL, "options.flags has unknown bits 0x%llx",
-                        (unsigned long long)(o.flags & ~(JOIN_SHM_PREFAULT | JOIN_SHM_MLOCK)));
+        constexpr uint64_t kKnownFlags = JOIN_SHM_PREFAULT | JOIN_SHM_MLOCK | JOIN_SHM_ALLOW_OTHER_OWNER;
+        if (o.flags & ~kKnownFlags)
+            return fail(EINVAL, "options.flags has unknown bits 0x%llx", (unsigned long long)(o.flags & ~kKnownFlags));
         if (o.mode & ~07777u) return fail(EINVAL, "options.mode 0%o is not a permission mode", o.mode);
         segmentOptions = {o.mode, o.open_timeout_ns, o.flags};
         if (o.spin_ns != 0) spinNs = o.spin_ns < 0 ? 0 : o.spin_ns;
@@ -142,18 +146,28 @@ int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uin
     return 0;
 }
 
+void cancelOutstanding(Queue &q) noexcept {
+    q.outstanding = false;
+    const Claim c{q.outstandingPosition, q.outstandingSlot};
+    if (q.role == JOIN_SHM_PRODUCER) {
+        // Claimed in the shared cursor: the position must be filled, and consumers skip it. The
+        // lone SPSC producer published nothing and keeps the position for its next element.
+        if (sharedProducers(q)) publish(q, c, kAbandoned);
+    } else if (sharedConsumers(q)) {
+        // Claimed in the shared cursor: other consumers moved past it, so this handle keeps it.
+        q.held = true;
+        q.heldPosition = c.position;
+        q.heldSlot = c.slot;
+    }
+    // A lone consumer did not advance: the element stays the oldest.
+}
+
 void closeQueue(Queue *q) noexcept {
     q->magic = kDeadMagic;
     // An inherited handle (after fork) may only be closed: the parent still owns its role and slot.
     if (q->owner == currentProcess()) {
-        if (q->outstanding) {
-            Claim c{q->outstandingPosition, q->outstandingSlot};
-            if (q->role == JOIN_SHM_CONSUMER && q->policy == JOIN_SHM_MPMC)
-                releaseRead(*q, c);  // claimed in the shared cursor: counts as consumed
-            else if (q->role == JOIN_SHM_PRODUCER && q->policy != JOIN_SHM_SPSC)
-                publish(*q, c, kAbandoned);  // claimed in the shared cursor: consumers skip it
-            // otherwise nothing was claimed in shared memory: the element or slot stays put
-        }
+        if (q->outstanding) cancelOutstanding(*q);
+        if (q->held) releaseRead(*q, {q->heldPosition, q->heldSlot});  // MPMC: counts as consumed
         releaseRole(*q);
     }
     closeSegment(q->segment);

@@ -35,6 +35,17 @@ struct Queue {
     bool outstanding = false;
     uint64_t outstandingPosition = 0;
     SlotHeader *outstandingSlot = nullptr;
+    // MPMC consumer: an element peeked and then given back with join_shm_cancel. Other consumers
+    // already moved past it, so this handle returns it before anything else.
+    bool held = false;
+    uint64_t heldPosition = 0;
+    SlotHeader *heldSlot = nullptr;
+    // Recovery from a peer that died holding a slot (recovery.cpp): calls that found the ring
+    // empty or full since the last look, and since when (0: not stuck) which position has looked
+    // claimed but unfinished.
+    uint32_t idlePolls = 0;
+    uint64_t stuckPosition = 0;
+    int64_t stuckSinceNs = 0;
     char name[kNameBufferSize] = {};
 
     Header &header() const noexcept { return *segment.header; }
@@ -46,10 +57,15 @@ struct Queue {
 // getpid() without a system call: cached, and refreshed in the child after fork().
 pid_t currentProcess() noexcept;
 
+// Whether pid names a live process; a zombie counts as dead.
+bool processAlive(uint32_t pid) noexcept;
+
 // name must be normalised already (normaliseName).
 int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uint64_t elementSize, uint64_t capacity,
               const join_shm_options *options) noexcept;
 void closeQueue(Queue *q) noexcept;
+// Gives back the outstanding zero-copy slot without completing it (join_shm_cancel, close).
+void cancelOutstanding(Queue &q) noexcept;
 bool isOpenQueue(const Queue *q) noexcept;
 
 }  // namespace join::shm

@@ -5,9 +5,13 @@
 //
 // Who moves which cursor:
 //  - SPSC producer, SPSC and MPSC consumer: alone on their side, they keep the cursor in the
-//    handle and store it to the segment after each element, for inspection and for a successor
+//    handle and store it to the segment after each call, for inspection and for a successor
 //    after close or crash. No read-modify-write at all.
-//  - MPSC and MPMC producers, MPMC consumers: claim a position with a CAS on the shared cursor.
+//  - MPSC and MPMC producers, MPMC consumers: claim positions with a CAS on the shared cursor, tag
+//    the slot with their pid, and finish it with a CAS on its seq (not a store): a peer that finds
+//    the claimant dead may take the slot over (recovery.cpp), and the CAS makes that race safe.
+//
+// Batches claim a run of slots with one cursor update and wake sleepers once.
 //
 // Every value read from the segment only selects between "go", "retry" and "-EAGAIN"; slot
 // addresses come from the handle's own position reduced modulo its own capacity. Loops are
@@ -24,55 +28,96 @@ namespace join::shm {
 
 constexpr int kMaxClaimAttempts = 1 << 12;
 
+// A run of claimed positions [position, position + count).
 struct Claim {
-    uint64_t position;
-    SlotHeader *slot;
+    uint64_t position = 0;
+    SlotHeader *slot = nullptr;  // the first one's
+    uint64_t count = 1;
 };
-
-inline SlotHeader *slotAt(const Queue &q, uint64_t index) noexcept {
-    return reinterpret_cast<SlotHeader *>(q.segment.slots + index * q.stride + q.headerOffset);
-}
-
-inline unsigned char *elementOf(const Queue &q, const SlotHeader *slot) noexcept {
-    return const_cast<unsigned char *>(reinterpret_cast<const unsigned char *>(slot)) - q.headerOffset;
-}
 
 inline uint64_t indexOf(const Queue &q, uint64_t position) noexcept {
     return q.mask || q.capacity == 1 ? position & q.mask : position % q.capacity;
 }
 
-inline void advanceLone(Queue &q) noexcept {
-    ++q.position;
-    if (++q.index == q.capacity) q.index = 0;
+inline SlotHeader *slotAt(const Queue &q, uint64_t index) noexcept {
+    return reinterpret_cast<SlotHeader *>(q.segment.slots + index * q.stride + q.headerOffset);
 }
 
-// Producer: finds a free slot for the next position. 0 or -EAGAIN (full).
-inline int claimForWrite(Queue &q, Claim &c) noexcept {
-    if (q.policy == JOIN_SHM_SPSC) {
-        SlotHeader *slot = slotAt(q, q.index);
+inline SlotHeader *slotOf(const Queue &q, uint64_t position) noexcept { return slotAt(q, indexOf(q, position)); }
+
+inline unsigned char *elementOf(const Queue &q, const SlotHeader *slot) noexcept {
+    return const_cast<unsigned char *>(reinterpret_cast<const unsigned char *>(slot)) - q.headerOffset;
+}
+
+// The slot after `slot`, wrapping at the end of the ring.
+inline SlotHeader *nextSlot(const Queue &q, SlotHeader *slot) noexcept {
+    auto *next = reinterpret_cast<unsigned char *>(slot) + q.stride;
+    return next == q.segment.slots + q.capacity * q.stride + q.headerOffset ? slotAt(q, 0)
+                                                                            : reinterpret_cast<SlotHeader *>(next);
+}
+
+inline bool sharedProducers(const Queue &q) noexcept { return q.policy != JOIN_SHM_SPSC; }
+inline bool sharedConsumers(const Queue &q) noexcept { return q.policy == JOIN_SHM_MPMC; }
+
+inline void advanceLone(Queue &q, uint64_t count) noexcept {
+    q.position += count;
+    q.index += count;
+    if (q.index >= q.capacity) q.index -= q.capacity;  // count <= capacity
+}
+
+// Recovery from dead claimants (recovery.cpp). Called when a claim found nothing to do; they
+// look at the segment only every kStuckCheckEvery calls, or at every call while something looks
+// stuck. Return true when they freed the way (retry at once).
+constexpr uint32_t kStuckCheckEvery = 64;
+bool recoverForConsumer(Queue &q, uint64_t position) noexcept;
+bool recoverForProducer(Queue &q, uint64_t position) noexcept;
+
+inline bool shouldLookForStuck(Queue &q) noexcept {
+    return q.stuckSinceNs != 0 || ++q.idlePolls % kStuckCheckEvery == 0;
+}
+
+// Producer: claims up to `want` consecutive free slots from the next position. 0 or -EAGAIN (full).
+inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
+    if (!sharedProducers(q)) {
+        SlotHeader *slot = slotAt(q, q.index), *s = slot;
+        uint64_t n = 0;
         // Acquire pairs with the consumer's release in releaseRead: its copy out of this slot
         // happened before we write over it.
-        if (slot->seq.load(std::memory_order_acquire) != 4 * q.position + kFree) return -EAGAIN;
-        c = {q.position, slot};
+        while (n < want && s->seq.load(std::memory_order_acquire) == 4 * (q.position + n) + kFree) {
+            ++n;
+            s = nextSlot(q, s);
+        }
+        if (n == 0) return -EAGAIN;
+        c = {q.position, slot, n};
         return 0;
     }
     std::atomic<uint64_t> &head = q.header().head;
-    // Relaxed: a stale head only costs a retry; the slot's seq decides.
+    // Relaxed: a stale head only costs a retry; the slots' seq decide.
     uint64_t position = head.load(std::memory_order_relaxed);
     for (int attempt = 0; attempt < kMaxClaimAttempts; ++attempt) {
-        SlotHeader *slot = slotAt(q, indexOf(q, position));
+        SlotHeader *slot = slotOf(q, position), *s = slot;
         // Acquire: same pairing with releaseRead as above.
         const auto diff = static_cast<int64_t>(slot->seq.load(std::memory_order_acquire) - 4 * position);
         if (diff == 0) {
-            // Relaxed: head only arbitrates among producers; the element is ordered by seq.
-            if (head.compare_exchange_weak(position, position + 1, std::memory_order_relaxed)) {
-                // Relaxed: names who holds the claim, for diagnostics and dead-claimant checks.
-                slot->claimant.store(static_cast<uint32_t>(q.owner), std::memory_order_relaxed);
-                c = {position, slot};
+            // Free slots stay free until somebody moves head past them, so the run we count here
+            // is still ours if the CAS from `position` succeeds.
+            uint64_t n = 1;
+            while (n < want && (s = nextSlot(q, s))->seq.load(std::memory_order_acquire) == 4 * (position + n))
+                ++n;
+            // Relaxed: head only arbitrates among producers; the elements are ordered by seq.
+            if (head.compare_exchange_weak(position, position + n, std::memory_order_relaxed)) {
+                s = slot;
+                for (uint64_t i = 0; i < n; ++i, s = nextSlot(q, s))
+                    // Relaxed: read only to judge whether we died holding the slot (recovery.cpp).
+                    s->claim.store(claimTag(position + i, false, static_cast<uint32_t>(q.owner)),
+                                   std::memory_order_relaxed);
+                c = {position, slot, n};
+                q.stuckSinceNs = 0;
                 return 0;
             }
         } else if (diff < 0) {
-            return -EAGAIN;  // the slot still holds (or is yielding) an element of the last lap
+            // The slot still holds (or is yielding) an element of the last lap.
+            if (!shouldLookForStuck(q) || !recoverForProducer(q, position)) return -EAGAIN;
         } else {
             position = head.load(std::memory_order_relaxed);  // claimed by another producer
         }
@@ -80,93 +125,182 @@ inline int claimForWrite(Queue &q, Claim &c) noexcept {
     return -EAGAIN;
 }
 
-// Producer: makes the claimed slot visible as kFull (or kAbandoned, which consumers skip).
-inline void publish(Queue &q, const Claim &c, uint64_t state) noexcept {
-    // Release pairs with the consumer's acquire in claimForRead: the element is complete before
-    // anyone can see the slot as full.
-    c.slot->seq.store(4 * c.position + state, std::memory_order_release);
-    if (q.policy == JOIN_SHM_SPSC) {
-        advanceLone(q);
+// Producer: makes claimed slots visible as kFull (or kAbandoned, which consumers skip). 0, or
+// -ECANCELED when a consumer took a slot over because this producer looked dead (it stalled for
+// longer than recovery's grace period between claim and publish): that element is dropped.
+inline int publish(Queue &q, const Claim &c, uint64_t state) noexcept {
+    int r = 0;
+    SlotHeader *s = c.slot;
+    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s)) {
+        const uint64_t seq = 4 * (c.position + i);
+        // Release pairs with the consumer's acquire in claimForRead: the element is complete
+        // before anyone can see the slot as full.
+        if (!sharedProducers(q)) {
+            s->seq.store(seq + state, std::memory_order_release);
+        } else {
+            uint64_t expected = seq + kFree;
+            if (!s->seq.compare_exchange_strong(expected, seq + state, std::memory_order_release,
+                                                std::memory_order_relaxed))
+                r = -ECANCELED;
+        }
+    }
+    if (!sharedProducers(q)) {
+        advanceLone(q, c.count);
         // Relaxed: the cursor copy is for inspection and for a successor, who re-checks the slot.
         q.header().head.store(q.position, std::memory_order_relaxed);
     }
     notify(q.header().not_empty);
+    return r;
 }
 
-// Consumer: hands the slot back to producers (and steps the lone cursor).
+// Consumer: hands claimed slots back to producers (and steps the lone cursor).
 inline void releaseRead(Queue &q, const Claim &c) noexcept {
-    // Release pairs with the producer's acquire in claimForWrite: our reads of the element are
-    // done before the slot can be written again.
-    c.slot->seq.store(4 * (c.position + q.capacity) + kFree, std::memory_order_release);
-    if (q.lonePosition()) {
-        advanceLone(q);
+    SlotHeader *s = c.slot;
+    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s)) {
+        const uint64_t freed = 4 * (c.position + i + q.capacity) + kFree;
+        // Release pairs with the producer's acquire in claimForWrite: our reads of the element
+        // are done before the slot can be written again.
+        if (!sharedConsumers(q)) {
+            s->seq.store(freed, std::memory_order_release);
+        } else {
+            // A CAS: a producer may have reclaimed the slot from us (recovery.cpp) if we stalled
+            // past the grace period; then the slot is no longer ours to free.
+            uint64_t expected = 4 * (c.position + i) + kFull;
+            s->seq.compare_exchange_strong(expected, freed, std::memory_order_release, std::memory_order_relaxed);
+        }
+    }
+    if (!sharedConsumers(q)) {
+        advanceLone(q, c.count);
         // Relaxed: as for head in publish.
         q.header().tail.store(q.position, std::memory_order_relaxed);
     }
     notify(q.header().not_full);
 }
 
-// Consumer: steps over an abandoned position and counts it.
-inline void skipAbandoned(Queue &q, const Claim &c) noexcept {
-    releaseRead(q, c);
-    q.header().skipped.fetch_add(1, std::memory_order_relaxed);  // a statistic: orders nothing
+// Consumer: frees the abandoned positions at the front of a claimed run and counts them; returns
+// the elements that follow (count 0 when there are none).
+inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
+    uint64_t skipped = 0;
+    // Acquire: as in claimForRead (the slot's state was read there already; this re-read is ours).
+    while (c.count > 0 && c.slot->seq.load(std::memory_order_acquire) == 4 * c.position + kAbandoned) {
+        // Release (as in releaseRead) without the notify: the caller notifies once.
+        c.slot->seq.store(4 * (c.position + q.capacity) + kFree, std::memory_order_release);
+        ++skipped;
+        ++c.position;
+        --c.count;
+        c.slot = nextSlot(q, c.slot);
+    }
+    if (skipped) {
+        if (!sharedConsumers(q)) {
+            advanceLone(q, skipped);
+            q.header().tail.store(q.position, std::memory_order_relaxed);  // relaxed: as in releaseRead
+        }
+        q.header().skipped.fetch_add(skipped, std::memory_order_relaxed);  // a statistic: orders nothing
+        notify(q.header().not_full);
+    }
+    return c;
 }
 
-// Consumer: finds the oldest full slot. 0 or -EAGAIN (empty).
-inline int claimForRead(Queue &q, Claim &c) noexcept {
-    if (q.lonePosition()) {
-        for (uint64_t skipped = 0; skipped <= q.capacity; ++skipped) {
-            SlotHeader *slot = slotAt(q, q.index);
-            // Acquire pairs with the producer's release in publish: the element is complete.
-            const uint64_t seq = slot->seq.load(std::memory_order_acquire);
-            if (seq == 4 * q.position + kFull) {
-                c = {q.position, slot};
-                return 0;
-            }
-            if (seq != 4 * q.position + kAbandoned) return -EAGAIN;
-            skipAbandoned(q, {q.position, slot});
-        }
-        return -EAGAIN;
+// Consumer: claims up to `want` consecutive elements from the oldest one; abandoned positions on
+// the way are skipped and counted. 0 or -EAGAIN (empty).
+inline int claimForRead(Queue &q, Claim &c, uint64_t want = 1) noexcept {
+    if (q.held) {  // MPMC: an element this handle claimed earlier and gave back with cancel
+        q.held = false;
+        c = {q.heldPosition, q.heldSlot, 1};
+        return 0;
     }
-    std::atomic<uint64_t> &tail = q.header().tail;
-    uint64_t position = tail.load(std::memory_order_relaxed);  // relaxed: as head in claimForWrite
     for (int attempt = 0; attempt < kMaxClaimAttempts; ++attempt) {
-        SlotHeader *slot = slotAt(q, indexOf(q, position));
-        // Acquire: same pairing with publish as above.
-        const auto diff = static_cast<int64_t>(slot->seq.load(std::memory_order_acquire) - (4 * position + kFull));
-        if (diff == 0 || diff == kAbandoned - kFull) {
-            // Relaxed: tail only arbitrates among consumers; the element is ordered by seq.
-            if (tail.compare_exchange_weak(position, position + 1, std::memory_order_relaxed)) {
-                if (diff == 0) {
-                    c = {position, slot};
-                    return 0;
-                }
-                skipAbandoned(q, {position, slot});
-                position = tail.load(std::memory_order_relaxed);
-            }
-        } else if (diff < 0) {
-            return -EAGAIN;  // not yet published
+        uint64_t position;
+        SlotHeader *slot;
+        uint64_t n = 0;
+        if (!sharedConsumers(q)) {
+            position = q.position;
+            slot = slotAt(q, q.index);
         } else {
-            position = tail.load(std::memory_order_relaxed);  // taken by another consumer
+            // Relaxed: as head in claimForWrite.
+            position = q.header().tail.load(std::memory_order_relaxed);
+            slot = slotOf(q, position);
         }
+        // The run: abandoned positions first (any number, up to a lap), then up to `want` elements.
+        uint64_t elements = 0;
+        for (SlotHeader *s = slot; n < q.capacity && elements < want; s = nextSlot(q, s), ++n) {
+            // Acquire pairs with the producer's release in publish: the element is complete.
+            const uint64_t seq = s->seq.load(std::memory_order_acquire);
+            if (seq == 4 * (position + n) + kFull)
+                ++elements;
+            else if (seq != 4 * (position + n) + kAbandoned || elements > 0)
+                break;
+        }
+        if (n == 0) {
+            const auto diff =
+                static_cast<int64_t>(slot->seq.load(std::memory_order_relaxed) - (4 * position + kFull));
+            if (diff > 0 && sharedConsumers(q)) continue;  // taken by another consumer: reload tail
+            if (sharedProducers(q) && shouldLookForStuck(q) && recoverForConsumer(q, position)) continue;
+            return -EAGAIN;
+        }
+        if (sharedConsumers(q)) {
+            std::atomic<uint64_t> &tail = q.header().tail;
+            // Relaxed: tail only arbitrates among consumers; the elements are ordered by seq.
+            if (!tail.compare_exchange_weak(position, position + n, std::memory_order_relaxed)) continue;
+            SlotHeader *s = slot;
+            for (uint64_t i = 0; i < n; ++i, s = nextSlot(q, s))
+                // Relaxed: read only to judge whether we died holding the slot (recovery.cpp).
+                s->claim.store(claimTag(position + i, true, static_cast<uint32_t>(q.owner)),
+                               std::memory_order_relaxed);
+        }
+        q.stuckSinceNs = 0;
+        c = dropAbandoned(q, {position, slot, n});
+        if (c.count > 0) return 0;
     }
     return -EAGAIN;
 }
 
-inline int tryPush(Queue &q, const void *element) noexcept {
+inline int64_t tryPushN(Queue &q, const unsigned char *from, uint64_t count) noexcept {
     Claim c;
-    if (int r = claimForWrite(q, c)) return r;
-    std::memcpy(elementOf(q, c.slot), element, q.elementSize);
-    publish(q, c, kFull);
-    return 0;
+    if (int r = claimForWrite(q, c, count)) return r;
+    SlotHeader *s = c.slot;
+    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
+        std::memcpy(elementOf(q, s), from + i * q.elementSize, q.elementSize);
+    if (int r = publish(q, c, kFull)) return r;
+    return static_cast<int64_t>(c.count);
+}
+
+inline int64_t tryPopN(Queue &q, unsigned char *to, uint64_t count) noexcept {
+    Claim c;
+    if (int r = claimForRead(q, c, count)) return r;
+    SlotHeader *s = c.slot;
+    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
+        std::memcpy(to + i * q.elementSize, elementOf(q, s), q.elementSize);
+    releaseRead(q, c);
+    return static_cast<int64_t>(c.count);
+}
+
+inline int tryPush(Queue &q, const void *element) noexcept {
+    int64_t r = tryPushN(q, static_cast<const unsigned char *>(element), 1);
+    return r < 0 ? static_cast<int>(r) : 0;
 }
 
 inline int tryPop(Queue &q, void *element) noexcept {
-    Claim c;
-    if (int r = claimForRead(q, c)) return r;
-    std::memcpy(element, elementOf(q, c.slot), q.elementSize);
-    releaseRead(q, c);
-    return 0;
+    int64_t r = tryPopN(q, static_cast<unsigned char *>(element), 1);
+    return r < 0 ? static_cast<int>(r) : 0;
+}
+
+// Before a blocking call sleeps: look for a dead claimant now (nobody will wake us for it). Returns
+// how long to sleep at most (0: until woken, or kStuckRecheckNs while a slot looks stuck), or -1
+// to retry at once because a slot was taken over.
+constexpr int64_t kStuckRecheckNs = 5'000'000;
+inline int64_t stuckSlice(Queue &q) noexcept {
+    Header &h = q.header();
+    bool tookOver;
+    if (q.role == JOIN_SHM_CONSUMER) {
+        if (!sharedProducers(q)) return 0;
+        // Relaxed: as in claimForRead.
+        tookOver = recoverForConsumer(q, sharedConsumers(q) ? h.tail.load(std::memory_order_relaxed) : q.position);
+    } else {
+        if (!sharedConsumers(q)) return 0;
+        tookOver = recoverForProducer(q, h.head.load(std::memory_order_relaxed));  // relaxed: as in claimForWrite
+    }
+    return tookOver ? -1 : q.stuckSinceNs ? kStuckRecheckNs : 0;
 }
 
 // Counts from the two shared cursors, clamped: the segment may be lying or mid-update.

@@ -80,9 +80,11 @@ int64_t lastWakeNs() noexcept;
 
 // Retries tryOp (returning 0, -EAGAIN, or another error) until it does not return -EAGAIN or the
 // timeout passes (-ETIMEDOUT). Spins for spinNs (longer just after waking a peer; never when
-// spinNs is 0), then sleeps on w.
-template <class TryOp>
-int waitFor(WaitWord &w, int64_t spinNs, int64_t timeoutNs, TryOp &&tryOp) noexcept {
+// spinNs is 0), then sleeps on w. Before each sleep, sleepSlice() says how long the caller may
+// sleep at most (0: until woken) or that it should retry at once (< 0); it lets recovery from a
+// dead peer, which nobody will wake us for, make progress.
+template <class TryOp, class SleepSlice>
+int waitFor(WaitWord &w, int64_t spinNs, int64_t timeoutNs, TryOp &&tryOp, SleepSlice &&sleepSlice) noexcept {
     int r = tryOp();
     if (r != -EAGAIN) return r;
     if (timeoutNs == 0) return -ETIMEDOUT;
@@ -104,8 +106,11 @@ int waitFor(WaitWord &w, int64_t spinNs, int64_t timeoutNs, TryOp &&tryOp) noexc
     for (;;) {
         uint32_t expected = announceWaiter(w);
         if ((r = tryOp()) != -EAGAIN) return r;
-        if (monotonicNs() >= deadline) return -ETIMEDOUT;
-        sleepOn(w, expected, deadline);
+        const int64_t now = monotonicNs();
+        if (now >= deadline) return -ETIMEDOUT;
+        const int64_t slice = sleepSlice();
+        if (slice < 0) continue;
+        sleepOn(w, expected, slice > 0 && slice < deadline - now ? now + slice : deadline);
     }
 }
 

@@ -119,6 +119,16 @@ JOIN_SHM_API int join_shm_commit(join_shm_queue *q) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API int join_shm_try_peek(join_shm_queue *q, const void **slot) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API int join_shm_release(join_shm_queue *q) JOIN_SHM_NOEXCEPT;
 
+/* Since 1.1. Waiting variants of try_reserve/try_peek, with timeouts as timed_push/timed_pop. */
+JOIN_SHM_API int join_shm_timed_reserve(join_shm_queue *q, void **slot, int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
+JOIN_SHM_API int join_shm_timed_peek(join_shm_queue *q, const void **slot, int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
+/* Since 1.1. Gives the outstanding slot back without completing it (-EINVAL without one).
+   Producer: SPSC publishes nothing and reuses the position for the next element; MPSC/MPMC mark
+   the position abandoned (consumers skip it; join_shm_stats.skipped counts it). Consumer: SPSC
+   and MPSC leave the element the oldest one; MPMC keeps it held by this handle (other consumers
+   already moved past it): the next peek or pop on this handle returns it first. */
+JOIN_SHM_API int join_shm_cancel(join_shm_queue *q) JOIN_SHM_NOEXCEPT;
+
 /* Inspection. Exact when nobody is acting, always within [0, capacity]; 0 for a bad handle. */
 JOIN_SHM_API uint64_t join_shm_pending(const join_shm_queue *q) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API uint64_t join_shm_available(const join_shm_queue *q) JOIN_SHM_NOEXCEPT;

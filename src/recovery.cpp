@@ -1,0 +1,88 @@
+// Recovery from a peer that died holding a slot it claimed through a shared cursor:
+//  - an MPSC/MPMC producer that moved head past a position and died before publishing it stalls
+//    every consumer at that position: a consumer marks the slot abandoned, and it is then
+//    skipped and counted like the slot of a producer closed mid-reservation;
+//  - an MPMC consumer that moved tail past a position and died before freeing the slot stalls
+//    the producers a lap later: a producer frees the slot again, counting the element as skipped.
+// The claimant is judged by the tag it wrote into the slot right after its cursor CAS. A tag that
+// names another position means the claimant died (or stalls) between its CAS and its tag store;
+// such a slot is taken over only after a much longer wait. Either way the take-over is a CAS on
+// the slot's seq, and so is the claimant's own finish (publish, releaseRead): if a claimant that
+// was only stalled comes back, exactly one of the two wins.
+#include "ring.hpp"
+
+namespace join::shm {
+
+namespace {
+
+// How long a slot must look stuck before we ask whether its claimant lives (a system call or two).
+constexpr int64_t kClaimGraceNs = 2'000'000;
+// How long before taking over a slot whose claimant never tagged it.
+constexpr int64_t kUntaggedClaimGraceNs = 2'000'000'000;
+
+// The slot of `position` has been seen holding stuckSeq. If that lasted long enough and its
+// claimant is dead, move it to recoveredSeq. True when we did.
+bool takeOver(Queue &q, SlotHeader *slot, uint64_t position, uint64_t stuckSeq, uint64_t recoveredSeq,
+              bool claimedByConsumer) noexcept {
+    // Relaxed: only a hint; the CAS below decides.
+    if (slot->seq.load(std::memory_order_relaxed) != stuckSeq) {
+        q.stuckSinceNs = 0;
+        return false;
+    }
+    const int64_t now = monotonicNs();
+    if (q.stuckSinceNs == 0 || q.stuckPosition != position) {
+        q.stuckPosition = position;
+        q.stuckSinceNs = now;
+        return false;
+    }
+    const int64_t stuckFor = now - q.stuckSinceNs;
+    if (stuckFor < kClaimGraceNs) return false;
+    // Relaxed: the tag is a hint for liveness; correctness rests on the CAS.
+    const uint64_t tag = slot->claim.load(std::memory_order_relaxed);
+    const auto pid = static_cast<uint32_t>(tag);
+    if (tag == claimTag(position, claimedByConsumer, pid)) {
+        if (processAlive(pid)) {
+            q.stuckSinceNs = now;  // alive but slow: ask again after another grace period
+            return false;
+        }
+    } else if (stuckFor < kUntaggedClaimGraceNs) {
+        return false;
+    }
+    // Acq_rel: acquire orders our later use of the slot after the claimant's last writes;
+    // release hands the slot on as ring.hpp's publish/releaseRead would have.
+    uint64_t expected = stuckSeq;
+    const bool took = slot->seq.compare_exchange_strong(expected, recoveredSeq, std::memory_order_acq_rel,
+                                                        std::memory_order_relaxed);
+    q.stuckSinceNs = 0;
+    return took;
+}
+
+}  // namespace
+
+bool recoverForConsumer(Queue &q, uint64_t position) noexcept {
+    // Relaxed: a stale head can only make us wait for the next look.
+    const uint64_t head = q.header().head.load(std::memory_order_relaxed);
+    if (static_cast<int64_t>(head - position) <= 0) {  // nothing claimed there: simply empty
+        q.stuckSinceNs = 0;
+        return false;
+    }
+    // Abandoned: the consumer's claim then skips and counts it.
+    return takeOver(q, slotOf(q, position), position, 4 * position + kFree, 4 * position + kAbandoned, false);
+}
+
+bool recoverForProducer(Queue &q, uint64_t position) noexcept {
+    if (q.policy != JOIN_SHM_MPMC || position < q.capacity) return false;  // lone consumers resume by themselves
+    const uint64_t previous = position - q.capacity;
+    // Relaxed: as head above.
+    const uint64_t tail = q.header().tail.load(std::memory_order_relaxed);
+    if (static_cast<int64_t>(tail - previous) <= 0) {  // not taken by a consumer: simply full
+        q.stuckSinceNs = 0;
+        return false;
+    }
+    if (!takeOver(q, slotOf(q, position), previous, 4 * previous + kFull, 4 * position + kFree, true)) return false;
+    q.header().skipped.fetch_add(1, std::memory_order_relaxed);  // a statistic: orders nothing
+    notify(q.header().not_full);
+    return true;
+}
+
+}  // namespace join::shm
