@@ -1,6 +1,7 @@
 #include "segment.hpp"
 
 #include "error.hpp"
+#include "queue.hpp"
 #include "wait.hpp"
 
 #include <join/shm.h>
@@ -113,12 +114,17 @@ uint32_t readU32(const unsigned char *raw, size_t offset) noexcept {
 
 // Validates an existing segment before mapping it. The header is read with pread into a private
 // copy: the file may be short, truncated meanwhile, or hostile, and nothing of it is trusted.
-// Returns -EINPROGRESS (without a detail) while a valid header is not yet marked ready.
+// Returns, without a detail, -EINPROGRESS while a valid header is not yet marked ready, and
+// -ESTALE when it never will be because its creator died.
 int attachSegment(int fd, const char *name, const Params &params, const SegmentOptions &options,
                   Segment &out) noexcept {
     struct stat st;
     if (fstat(fd, &st) != 0) return fail(errno, "cannot stat segment \"%s\": %s", name, std::strerror(errno));
     if (!S_ISREG(st.st_mode)) return fail(EPROTO, "\"%s\" is not a join-shm segment (not a regular file)", name);
+    // Another user's segment could be made to lie in ways ours cannot; attach only when asked to.
+    if (st.st_uid != geteuid() && !(options.flags & JOIN_SHM_ALLOW_OTHER_OWNER))
+        return fail(EACCES, "segment \"%s\" belongs to uid %u, not to this process's uid %u (see JOIN_SHM_ALLOW_OTHER_OWNER)",
+                    name, (unsigned)st.st_uid, (unsigned)geteuid());
     alignas(Header) unsigned char raw[sizeof(Header)];
     ssize_t got = st.st_size >= static_cast<off_t>(sizeof raw) ? pread(fd, raw, sizeof raw, 0) : 0;
     if (got != static_cast<ssize_t>(sizeof raw))
@@ -130,7 +136,12 @@ int attachSegment(int fd, const char *name, const Params &params, const SegmentO
     if (version != kLayoutVersion)
         return fail(EPROTO, "segment \"%s\" has layout version %u, this library reads version %u", name, version,
                     kLayoutVersion);
-    if (readU32(raw, offsetof(Header, state)) != static_cast<uint32_t>(State::Ready)) return -EINPROGRESS;
+    if (readU32(raw, offsetof(Header, state)) != static_cast<uint32_t>(State::Ready)) {
+        // Our own creators link the name only once the segment is ready; this one was made by
+        // something else (an older writer, a crash in a foreign tool). Nobody can hold a segment
+        // that never became ready, so once its creator is gone it is ours to replace.
+        return processAlive(readU32(raw, offsetof(Header, creator_pid))) ? -EINPROGRESS : -ESTALE;
+    }
 
     uint32_t policy = readU32(raw, offsetof(Header, policy));
     uint64_t elementSize = readU64(raw, offsetof(Header, element_size));
@@ -156,6 +167,17 @@ int attachSegment(int fd, const char *name, const Params &params, const SegmentO
     // Acquire pairs with the creator's release of Ready: the initialised slots are visible to us.
     if (r == 0) (void)out.header->state.load(std::memory_order_acquire);
     return r;
+}
+
+// Removes a stale segment: unlinks name only if it still names the file open as fd (a racing
+// opener may have replaced it already, and theirs must stay). -EINPROGRESS to go round again.
+int unlinkIfSame(const char *name, int fd) noexcept {
+    struct stat opened, named;
+    if (fstat(fd, &opened) == 0 && stat(Path(name).text, &named) == 0 && opened.st_ino == named.st_ino &&
+        opened.st_dev == named.st_dev && unlink(Path(name).text) != 0 && errno != ENOENT)
+        return fail(errno, "segment \"%s\" was left half-initialised by a process that died, and removing it failed: %s",
+                    name, std::strerror(errno));
+    return -EINPROGRESS;
 }
 
 }  // namespace
@@ -185,8 +207,13 @@ int openSegment(const char *name, const Params &params, const SegmentOptions &op
     const int64_t deadline = monotonicNs() + timeout;
     for (;;) {
         int fd = open(Path(name).text, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        bool retryAtOnce = false;
         if (fd >= 0) {
             int r = attachSegment(fd, name, params, options, out);
+            if (r == -ESTALE) {
+                r = unlinkIfSame(name, fd);  // then create it afresh, or attach to a replacement
+                retryAtOnce = true;
+            }
             close(fd);
             if (r != -EINPROGRESS) return r;
         } else if (errno != ENOENT) {
@@ -199,7 +226,7 @@ int openSegment(const char *name, const Params &params, const SegmentOptions &op
         if (monotonicNs() >= deadline)
             return fail(ETIMEDOUT, "segment \"%s\" was still being initialised after %lld ms", name,
                         (long long)(timeout / 1'000'000));
-        if (fd >= 0) pauseBriefly();
+        if (fd >= 0 && !retryAtOnce) pauseBriefly();
     }
 }
 
