@@ -9,7 +9,7 @@
 namespace join::shm {
 
 constexpr uint64_t kMagic = 0x314d48534e494f4aULL;  // "JOINSHM1" read as little-endian bytes
-constexpr uint32_t kLayoutVersion = 2;  // 2: claim tags in slots, cursors on separate line pairs
+constexpr uint32_t kLayoutVersion = 2;              // 2: claim tags in slots, cursors on separate line pairs
 constexpr size_t kCacheLine = 64;
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free in shared memory");

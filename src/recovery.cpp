@@ -51,8 +51,8 @@ bool takeOver(Queue &q, SlotHeader *slot, uint64_t position, uint64_t stuckSeq, 
     // Acq_rel: acquire orders our later use of the slot after the claimant's last writes;
     // release hands the slot on as ring.hpp's publish/releaseRead would have.
     uint64_t expected = stuckSeq;
-    const bool took = slot->seq.compare_exchange_strong(expected, recoveredSeq, std::memory_order_acq_rel,
-                                                        std::memory_order_relaxed);
+    const bool took =
+        slot->seq.compare_exchange_strong(expected, recoveredSeq, std::memory_order_acq_rel, std::memory_order_relaxed);
     q.stuckSinceNs = 0;
     return took;
 }

@@ -232,8 +232,7 @@ inline int claimForRead(Queue &q, Claim &c, uint64_t want = 1) noexcept {
                 break;
         }
         if (n == 0) {
-            const auto diff =
-                static_cast<int64_t>(slot->seq.load(std::memory_order_relaxed) - (4 * position + kFull));
+            const auto diff = static_cast<int64_t>(slot->seq.load(std::memory_order_relaxed) - (4 * position + kFull));
             if (diff > 0 && sharedConsumers(q)) continue;  // taken by another consumer: reload tail
             if (sharedProducers(q) && shouldLookForStuck(q) && recoverForConsumer(q, position)) continue;
             return -EAGAIN;
@@ -245,8 +244,7 @@ inline int claimForRead(Queue &q, Claim &c, uint64_t want = 1) noexcept {
             SlotHeader *s = slot;
             for (uint64_t i = 0; i < n; ++i, s = nextSlot(q, s))
                 // Relaxed: read only to judge whether we died holding the slot (recovery.cpp).
-                s->claim.store(claimTag(position + i, true, static_cast<uint32_t>(q.owner)),
-                               std::memory_order_relaxed);
+                s->claim.store(claimTag(position + i, true, static_cast<uint32_t>(q.owner)), std::memory_order_relaxed);
         }
         q.stuckSinceNs = 0;
         c = dropAbandoned(q, {position, slot, n});

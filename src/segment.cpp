@@ -123,7 +123,8 @@ int attachSegment(int fd, const char *name, const Params &params, const SegmentO
     if (!S_ISREG(st.st_mode)) return fail(EPROTO, "\"%s\" is not a join-shm segment (not a regular file)", name);
     // Another user's segment could be made to lie in ways ours cannot; attach only when asked to.
     if (st.st_uid != geteuid() && !(options.flags & JOIN_SHM_ALLOW_OTHER_OWNER))
-        return fail(EACCES, "segment \"%s\" belongs to uid %u, not to this process's uid %u (see JOIN_SHM_ALLOW_OTHER_OWNER)",
+        return fail(EACCES,
+                    "segment \"%s\" belongs to uid %u, not to this process's uid %u (see JOIN_SHM_ALLOW_OTHER_OWNER)",
                     name, (unsigned)st.st_uid, (unsigned)geteuid());
     alignas(Header) unsigned char raw[sizeof(Header)];
     ssize_t got = st.st_size >= static_cast<off_t>(sizeof raw) ? pread(fd, raw, sizeof raw, 0) : 0;
@@ -175,8 +176,9 @@ int unlinkIfSame(const char *name, int fd) noexcept {
     struct stat opened, named;
     if (fstat(fd, &opened) == 0 && stat(Path(name).text, &named) == 0 && opened.st_ino == named.st_ino &&
         opened.st_dev == named.st_dev && unlink(Path(name).text) != 0 && errno != ENOENT)
-        return fail(errno, "segment \"%s\" was left half-initialised by a process that died, and removing it failed: %s",
-                    name, std::strerror(errno));
+        return fail(errno,
+                    "segment \"%s\" was left half-initialised by a process that died, and removing it failed: %s", name,
+                    std::strerror(errno));
     return -EINPROGRESS;
 }
 

@@ -141,8 +141,8 @@ JOIN_SHM_API uint64_t join_shm_capacity(const join_shm_queue *q) JOIN_SHM_NOEXCE
    fields are only ever appended, and a smaller size gets the fields that fit. Values come from
    shared memory: counts are clamped to [0, capacity], cursors and pids are as the segment says. */
 typedef struct join_shm_stats {
-    uint32_t size;         /* sizeof(join_shm_stats) as the caller was compiled */
-    uint32_t policy;       /* join_shm_policy */
+    uint32_t size;   /* sizeof(join_shm_stats) as the caller was compiled */
+    uint32_t policy; /* join_shm_policy */
     uint64_t element_size;
     uint64_t capacity;
     uint64_t pending;      /* elements waiting to be popped */

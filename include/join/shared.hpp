@@ -181,6 +181,117 @@ struct SharedMemory {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Zero-copy slots
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+// A slot handed out by reserve or peek: the element in place in shared memory. Finished exactly
+// once: explicitly, by cancel(), or else by the destructor. Move-only.
+template <typename Pointer>
+class Slot {
+public:
+    Slot() noexcept = default;
+    Slot(const Slot &) = delete;
+    Slot &operator=(const Slot &) = delete;
+    Slot(Slot &&other) noexcept
+        : handle_(std::exchange(other.handle_, nullptr)),
+          data_(std::exchange(other.data_, nullptr)),
+          size_(other.size_) {}
+
+    /// Whether the slot is held (false after a failed reserve/peek, or once finished).
+    explicit operator bool() const noexcept { return handle_ != nullptr; }
+    /// The element's bytes, valid while the slot is held.
+    Pointer data() const noexcept { return data_; }
+    std::size_t size() const noexcept { return size_; }
+
+    /// Give the slot back unfinished (join_shm_cancel): a producer's reservation publishes
+    /// nothing, a consumer's element stays to be read again. 0, or -1 if no slot is held.
+    int cancel() noexcept {
+        if (!handle_) return fail(Errc::InvalidParam, "the slot is not held");
+        data_ = nullptr;
+        return result(join_shm_cancel(std::exchange(handle_, nullptr)));
+    }
+
+protected:
+    Slot(join_shm_queue *handle, Pointer data, std::size_t size) noexcept : handle_(handle), data_(data), size_(size) {}
+
+    ~Slot() = default;
+
+    Slot &operator=(Slot &&other) noexcept {
+        handle_ = std::exchange(other.handle_, nullptr);
+        data_ = std::exchange(other.data_, nullptr);
+        size_ = other.size_;
+        return *this;
+    }
+
+    template <typename Finish>
+    int finish(Finish call) noexcept {
+        if (!handle_) return fail(Errc::InvalidParam, "the slot is not held");
+        data_ = nullptr;
+        return result(call(std::exchange(handle_, nullptr)));
+    }
+
+    join_shm_queue *handle_ = nullptr;
+    Pointer data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+}  // namespace detail
+
+/// A producer's reserved slot: write the element into data(), then it is published by commit()
+/// or when the slot goes out of scope, unless cancel() gave it back first.
+class WriteSlot : public detail::Slot<void *> {
+public:
+    WriteSlot() noexcept = default;
+    WriteSlot(WriteSlot &&) noexcept = default;
+    WriteSlot &operator=(WriteSlot &&other) noexcept {
+        if (this != &other) {
+            if (handle_) commit();
+            Slot::operator=(std::move(other));
+        }
+        return *this;
+    }
+    ~WriteSlot() {
+        if (handle_) commit();
+    }
+
+    /// Publish the element now. 0, or -1 if no slot is held.
+    int commit() noexcept { return finish(join_shm_commit); }
+
+private:
+    template <join_shm_policy>
+    friend class BasicProducer;
+    using Slot::Slot;
+};
+
+/// A consumer's peeked element: read it in place through data(); the slot is handed back to the
+/// producers by release() or when it goes out of scope, unless cancel() kept the element.
+class ReadSlot : public detail::Slot<const void *> {
+public:
+    ReadSlot() noexcept = default;
+    ReadSlot(ReadSlot &&) noexcept = default;
+    ReadSlot &operator=(ReadSlot &&other) noexcept {
+        if (this != &other) {
+            if (handle_) release();
+            Slot::operator=(std::move(other));
+        }
+        return *this;
+    }
+    ~ReadSlot() {
+        if (handle_) release();
+    }
+
+    /// Hand the slot back now. 0, or -1 if no slot is held.
+    int release() noexcept { return finish(join_shm_release); }
+
+private:
+    template <join_shm_policy>
+    friend class BasicConsumer;
+    using Slot::Slot;
+};
+
+// ---------------------------------------------------------------------------------------------
 // Queues
 // ---------------------------------------------------------------------------------------------
 
@@ -285,6 +396,32 @@ public:
         if (!this->handle_) return detail::notOpen();
         return detail::result(join_shm_try_push_n(this->handle_, elements, count));
     }
+
+    /// Zero-copy: a slot to write the next element into, published when the slot is committed or
+    /// destroyed. An empty slot (false) on failure, with lastError set: TemporaryError when full.
+    /// One slot at a time per producer; meanwhile other pushes fail with InvalidParam.
+    WriteSlot tryReserve() noexcept {
+        return reserveWith([](join_shm_queue *q, void **slot) { return join_shm_try_reserve(q, slot); });
+    }
+    /// Blocking: waits for room like push().
+    WriteSlot reserve() noexcept {
+        return reserveWith([](join_shm_queue *q, void **slot) { return join_shm_timed_reserve(q, slot, -1); });
+    }
+    /// Waits at most timeout (TimedOut); a timeout <= 0 makes one attempt.
+    template <typename Rep, typename Period>
+    WriteSlot timedReserve(const std::chrono::duration<Rep, Period> &timeout) noexcept {
+        const int64_t ns = detail::toTimeoutNs(timeout);
+        return reserveWith([ns](join_shm_queue *q, void **slot) { return join_shm_timed_reserve(q, slot, ns); });
+    }
+
+private:
+    template <typename Call>
+    WriteSlot reserveWith(Call call) noexcept {
+        if (!this->handle_) return (detail::notOpen(), WriteSlot());
+        void *slot = nullptr;
+        if (detail::result(call(this->handle_, &slot)) != 0) return WriteSlot();
+        return WriteSlot(this->handle_, slot, static_cast<std::size_t>(this->elementSize_));
+    }
 };
 
 /// The consuming side of a ring: copies elementSize() bytes out per element.
@@ -318,6 +455,32 @@ public:
     int64_t tryPop(void *elements, std::size_t count) noexcept {
         if (!this->handle_) return detail::notOpen();
         return detail::result(join_shm_try_pop_n(this->handle_, elements, count));
+    }
+
+    /// Zero-copy: the oldest element in place, handed back when the slot is released or
+    /// destroyed. An empty slot (false) on failure, with lastError set: TemporaryError when empty.
+    /// One slot at a time per consumer; meanwhile other pops fail with InvalidParam.
+    ReadSlot tryPeek() noexcept {
+        return peekWith([](join_shm_queue *q, const void **slot) { return join_shm_try_peek(q, slot); });
+    }
+    /// Blocking: waits for an element like pop().
+    ReadSlot peek() noexcept {
+        return peekWith([](join_shm_queue *q, const void **slot) { return join_shm_timed_peek(q, slot, -1); });
+    }
+    /// Waits at most timeout (TimedOut); a timeout <= 0 makes one attempt.
+    template <typename Rep, typename Period>
+    ReadSlot timedPeek(const std::chrono::duration<Rep, Period> &timeout) noexcept {
+        const int64_t ns = detail::toTimeoutNs(timeout);
+        return peekWith([ns](join_shm_queue *q, const void **slot) { return join_shm_timed_peek(q, slot, ns); });
+    }
+
+private:
+    template <typename Call>
+    ReadSlot peekWith(Call call) noexcept {
+        if (!this->handle_) return (detail::notOpen(), ReadSlot());
+        const void *slot = nullptr;
+        if (detail::result(call(this->handle_, &slot)) != 0) return ReadSlot();
+        return ReadSlot(this->handle_, slot, static_cast<std::size_t>(this->elementSize_));
     }
 };
 
