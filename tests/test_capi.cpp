@@ -218,7 +218,8 @@ TEST_CASE("stats report the ring's geometry, cursors, roles and skipped position
         test::ShmName name;
         test::Pair pair(name, 16, 5, policy);
         char element[16] = {};
-        for (int i = 0; i < 3; ++i) REQUIRE(join_shm_try_push(pair.producer, element) == 0);
+        for (int i = 0; i < 3; ++i)
+            REQUIRE(join_shm_try_push(pair.producer, element) == 0);
         REQUIRE(join_shm_try_pop(pair.consumer, element) == 0);
         join_shm_stats stats{};
         stats.size = sizeof stats;
