@@ -87,6 +87,8 @@ void resumeLonePosition(Queue &q) noexcept {
     q.position = position;
     q.index = indexOf(q, position);
     cursor.store(position, std::memory_order_relaxed);  // relaxed: as in publish/releaseRead
+    // Acquire: as the SPSC producer's reading of tail in claimForWrite.
+    if (q.role == JOIN_SHM_PRODUCER) q.tailSeen = q.header().tail.load(std::memory_order_acquire);
 }
 
 }  // namespace

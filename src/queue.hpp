@@ -30,6 +30,8 @@ struct Queue {
     // its slot index, advanced without a division.
     uint64_t position = 0;
     uint64_t index = 0;
+    // The SPSC producer's last reading of tail: positions below tailSeen + capacity are free.
+    uint64_t tailSeen = 0;
     int64_t spinNs = kDefaultSpinNs;
     // The zero-copy slot handed out by try_reserve / try_peek, if any.
     bool outstanding = false;

@@ -6,7 +6,9 @@
 // Who moves which cursor:
 //  - SPSC producer, SPSC and MPSC consumer: alone on their side, they keep the cursor in the
 //    handle and store it to the segment after each call, for inspection and for a successor
-//    after close or crash. No read-modify-write at all.
+//    after close or crash. No read-modify-write at all. On SPSC the consumer frees slots through
+//    tail alone (the producer reads it only when its last reading is used up), so the slot's
+//    lines travel from producer to consumer and never back.
 //  - MPSC and MPMC producers, MPMC consumers: claim positions with a CAS on the shared cursor, tag
 //    the slot with their pid, and finish it with a CAS on its seq (not a store): a peer that finds
 //    the claimant dead may take the slot over (recovery.cpp), and the CAS makes that race safe.
@@ -79,16 +81,18 @@ inline bool shouldLookForStuck(Queue &q) noexcept {
 // Producer: claims up to `want` consecutive free slots from the next position. 0 or -EAGAIN (full).
 inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
     if (!sharedProducers(q)) {
-        SlotHeader *slot = slotAt(q, q.index), *s = slot;
-        uint64_t n = 0;
-        // Acquire pairs with the consumer's release in releaseRead: its copy out of this slot
-        // happened before we write over it.
-        while (n < want && s->seq.load(std::memory_order_acquire) == 4 * (q.position + n) + kFree) {
-            ++n;
-            s = nextSlot(q, s);
+        // SPSC: the consumer frees slots by moving tail alone (no store into the slot), so the
+        // slot line travels one way only; we read tail again only when our last reading is used up.
+        uint64_t used = q.position - q.tailSeen;
+        if (used >= q.capacity || q.capacity - used < want) {
+            // Acquire pairs with the consumer's release in releaseRead: its copies out of the
+            // slots below tail happened before we write over them.
+            q.tailSeen = q.header().tail.load(std::memory_order_acquire);
+            used = q.position - q.tailSeen;
+            if (used >= q.capacity) return -EAGAIN;  // full, or a tail that lies: wait either way
         }
-        if (n == 0) return -EAGAIN;
-        c = {q.position, slot, n};
+        const uint64_t room = q.capacity - used;
+        c = {q.position, slotAt(q, q.index), want < room ? want : room};
         return 0;
     }
     std::atomic<uint64_t> &head = q.header().head;
@@ -155,6 +159,14 @@ inline int publish(Queue &q, const Claim &c, uint64_t state) noexcept {
 
 // Consumer: hands claimed slots back to producers (and steps the lone cursor).
 inline void releaseRead(Queue &q, const Claim &c) noexcept {
+    if (!sharedProducers(q)) {
+        advanceLone(q, c.count);
+        // Release pairs with the SPSC producer's acquire in claimForWrite: our reads of the
+        // elements are done before it may write over them.
+        q.header().tail.store(q.position, std::memory_order_release);
+        notify(q.header().not_full);
+        return;
+    }
     SlotHeader *s = c.slot;
     for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s)) {
         const uint64_t freed = 4 * (c.position + i + q.capacity) + kFree;

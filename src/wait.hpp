@@ -42,16 +42,17 @@ void registerPublisher() noexcept;
 // True when this process could not register and its publishers must fence.
 extern std::atomic<bool> publisherMustFence;
 
-void wakeAll(WaitWord &w) noexcept;
+// Cold and out of line: the publish path stays a leaf that only tests a bit.
+[[gnu::cold, gnu::noinline]] void wakeAll(WaitWord &w) noexcept;
 
 // Called by a publisher right after its release store made the ring change visible.
 inline void notify(WaitWord &w) noexcept {
-    if (publisherMustFence.load(std::memory_order_relaxed))
+    if (__builtin_expect(publisherMustFence.load(std::memory_order_relaxed), false))
         std::atomic_thread_fence(std::memory_order_seq_cst);
     else
         std::atomic_signal_fence(std::memory_order_seq_cst);  // keep the load after the store; see above
     // Relaxed: ordering comes from the barrier pairing described at the top of this file.
-    if (w.word.load(std::memory_order_relaxed) & 1u) wakeAll(w);
+    if (__builtin_expect(w.word.load(std::memory_order_relaxed) & 1u, 0)) wakeAll(w);
 }
 
 // Announces a waiter on w and returns the word's value to sleep on.
