@@ -105,8 +105,9 @@ JOIN_SHM_API int join_shm_try_pop(join_shm_queue *q, void *element) JOIN_SHM_NOE
 JOIN_SHM_API int join_shm_pop(join_shm_queue *q, void *element) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API int join_shm_timed_pop(join_shm_queue *q, void *element, int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
 
-/* Batches: move up to count contiguous elements; return how many moved (>= 1), or -EAGAIN if
-   none could. count 0 is -EINVAL. */
+/* Batches: move up to count contiguous elements (never more than the capacity) with one update
+   of the shared cursor; return how many moved (>= 1), or -EAGAIN if none could. count 0 is
+   -EINVAL. */
 JOIN_SHM_API int64_t join_shm_try_push_n(join_shm_queue *q, const void *elements, uint64_t count) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API int64_t join_shm_try_pop_n(join_shm_queue *q, void *elements, uint64_t count) JOIN_SHM_NOEXCEPT;
 
@@ -126,7 +127,9 @@ JOIN_SHM_API int join_shm_timed_peek(join_shm_queue *q, const void **slot, int64
    Producer: SPSC publishes nothing and reuses the position for the next element; MPSC/MPMC mark
    the position abandoned (consumers skip it; join_shm_stats.skipped counts it). Consumer: SPSC
    and MPSC leave the element the oldest one; MPMC keeps it held by this handle (other consumers
-   already moved past it): the next peek or pop on this handle returns it first. */
+   already moved past it): the next peek or pop on this handle returns it first, and until then
+   its slot stays taken, so producers stall a lap later. Closing an MPMC consumer that holds a
+   peeked or cancelled element counts that element as consumed. */
 JOIN_SHM_API int join_shm_cancel(join_shm_queue *q) JOIN_SHM_NOEXCEPT;
 
 /* Inspection. Exact when nobody is acting, always within [0, capacity]; 0 for a bad handle. */
