@@ -75,15 +75,18 @@ void releaseRole(Queue &q) noexcept {
 }
 
 // A lone producer or consumer starts from the cursor its predecessor stored. The predecessor may
-// have died after handing its slot on but before storing the cursor: if the slot at the cursor
-// already moved past that position, step over it.
+// have died after finishing slots (a batch publishes or frees several) but before storing the
+// cursor: step over every slot already finished for its position, at most a lap. The SPSC
+// consumer frees slots through tail alone, so for it the cursor is the whole truth.
 void resumeLonePosition(Queue &q) noexcept {
-    std::atomic<uint64_t> &cursor = q.role == JOIN_SHM_PRODUCER ? q.header().head : q.header().tail;
+    const bool producer = q.role == JOIN_SHM_PRODUCER;
+    std::atomic<uint64_t> &cursor = producer ? q.header().head : q.header().tail;
     uint64_t position = cursor.load(std::memory_order_relaxed);  // ordered by claimRole's acquire
-    SlotHeader *slot = slotAt(q, indexOf(q, position));
-    const uint64_t seq = slot->seq.load(std::memory_order_acquire);  // as claimForWrite/claimForRead
-    const uint64_t doneFrom = q.role == JOIN_SHM_PRODUCER ? 4 * position + kFull : 4 * (position + q.capacity);
-    if (seq - doneFrom < 4 * q.capacity) ++position;  // unsigned: true for doneFrom <= seq < doneFrom + 4*cap
+    for (uint64_t n = 0; n < q.capacity && (producer || q.policy == JOIN_SHM_MPSC); ++n, ++position) {
+        const uint64_t seq = slotOf(q, position)->seq.load(std::memory_order_acquire);  // as in ring.hpp
+        const uint64_t doneFrom = producer ? 4 * position + kFull : 4 * (position + q.capacity);
+        if (seq - doneFrom >= 4 * q.capacity) break;  // unsigned: finished means doneFrom <= seq < doneFrom + 4*cap
+    }
     q.position = position;
     q.index = indexOf(q, position);
     cursor.store(position, std::memory_order_relaxed);  // relaxed: as in publish/releaseRead

@@ -137,7 +137,10 @@ int attachSegment(int fd, const char *name, const Params &params, const SegmentO
     if (version != kLayoutVersion)
         return fail(EPROTO, "segment \"%s\" has layout version %u, this library reads version %u", name, version,
                     kLayoutVersion);
-    if (readU32(raw, offsetof(Header, state)) != static_cast<uint32_t>(State::Ready)) {
+    const uint32_t state = readU32(raw, offsetof(Header, state));
+    if (state != static_cast<uint32_t>(State::Ready) && state != static_cast<uint32_t>(State::Initialising))
+        return fail(EPROTO, "segment \"%s\" has a corrupt header (state %u)", name, state);
+    if (state == static_cast<uint32_t>(State::Initialising)) {
         // Our own creators link the name only once the segment is ready; this one was made by
         // something else (an older writer, a crash in a foreign tool). Nobody can hold a segment
         // that never became ready, so once its creator is gone it is ours to replace.
@@ -171,7 +174,10 @@ int attachSegment(int fd, const char *name, const Params &params, const SegmentO
 }
 
 // Removes a stale segment: unlinks name only if it still names the file open as fd (a racing
-// opener may have replaced it already, and theirs must stay). -EINPROGRESS to go round again.
+// opener may have replaced it already, and theirs must stay). The check and the unlink are two
+// steps, so a replacement linked between them could still be removed; its openers then hold an
+// unnamed ring. That takes three openers racing on a stale name within microseconds.
+// -EINPROGRESS to go round again.
 int unlinkIfSame(const char *name, int fd) noexcept {
     struct stat opened, named;
     if (fstat(fd, &opened) == 0 && stat(Path(name).text, &named) == 0 && opened.st_ino == named.st_ino &&
