@@ -4,11 +4,12 @@
 //    skipped and counted like the slot of a producer closed mid-reservation;
 //  - an MPMC consumer that moved tail past a position and died before freeing the slot stalls
 //    the producers a lap later: a producer frees the slot again, counting the element as skipped.
-// The claimant is judged by the tag it wrote into the slot right after its cursor CAS. A tag that
-// names another position means the claimant died (or stalls) between its CAS and its tag store;
-// such a slot is taken over only after a much longer wait. Either way the take-over is a CAS on
-// the slot's seq, and so is the claimant's own finish (publish, releaseRead): if a claimant that
-// was only stalled comes back, exactly one of the two wins.
+// The claimant is judged by the tag it exchanged into the slot right after its cursor CAS. A tag
+// that names another position means the claimant died (or stalls) between its CAS and its tag
+// exchange; such a slot is taken over only after a much longer wait. A take-over first swaps the
+// claim word to a mark by CAS, so a stalled claimant that comes back sees the mark and keeps away
+// (ring.hpp's tagRun); then it moves seq by CAS, and so does the claimant's own finish (publish,
+// releaseRead), so the two can never both use the slot. (Checked by tests/test_model.cpp.)
 #include "ring.hpp"
 
 namespace join::shm {
@@ -37,15 +38,23 @@ bool takeOver(Queue &q, SlotHeader *slot, uint64_t position, uint64_t stuckSeq, 
     }
     const int64_t stuckFor = now - q.stuckSinceNs;
     if (stuckFor < kClaimGraceNs) return false;
-    // Relaxed: the tag is a hint for liveness; correctness rests on the CAS.
-    const uint64_t tag = slot->claim.load(std::memory_order_relaxed);
+    // Relaxed: the claim word alone decides between us and the claimant (ring.hpp's tagRun), both
+    // by RMW on it; no other memory is ordered through it.
+    uint64_t tag = slot->claim.load(std::memory_order_relaxed);
     const auto pid = static_cast<uint32_t>(tag);
-    if (tag == claimTag(position, claimedByConsumer, pid)) {
+    if (pid != 0 && pid != kTakenOverPid && tag == claimTag(position, claimedByConsumer, pid)) {
         if (processAlive(pid)) {
             q.stuckSinceNs = now;  // alive but slow: ask again after another grace period
             return false;
         }
     } else if (stuckFor < kUntaggedClaimGraceNs) {
+        return false;
+    }
+    // Mark the slot taken over first: a claimant that tags it after this sees the mark and keeps
+    // away; one that tagged it before makes this CAS fail, and we leave the slot alone.
+    if (!slot->claim.compare_exchange_strong(tag, takenOverMark(position, claimedByConsumer),
+                                             std::memory_order_relaxed)) {
+        q.stuckSinceNs = 0;
         return false;
     }
     // Acq_rel: acquire orders our later use of the slot after the claimant's last writes;
@@ -79,7 +88,13 @@ bool recoverForProducer(Queue &q, uint64_t position) noexcept {
         q.stuckSinceNs = 0;
         return false;
     }
-    if (!takeOver(q, slotOf(q, position), previous, 4 * previous + kFull, 4 * position + kFree, true)) return false;
+    // The consumer may have died holding an element, or holding an abandoned position it was
+    // about to step over; either way the position was never finished, and we count it.
+    SlotHeader *slot = slotOf(q, position);
+    // Relaxed: only picks which state to try; takeOver's CAS decides.
+    const uint64_t seq = slot->seq.load(std::memory_order_relaxed);
+    const uint64_t stuckSeq = seq == 4 * previous + kAbandoned ? seq : 4 * previous + kFull;
+    if (!takeOver(q, slot, previous, stuckSeq, 4 * position + kFree, true)) return false;
     q.header().skipped.fetch_add(1, std::memory_order_relaxed);  // a statistic: orders nothing
     notify(q.header().not_full);
     return true;

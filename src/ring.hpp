@@ -74,6 +74,26 @@ constexpr uint32_t kStuckCheckEvery = 64;
 bool recoverForConsumer(Queue &q, uint64_t position) noexcept;
 bool recoverForProducer(Queue &q, uint64_t position) noexcept;
 
+// Writes our claim tag into each slot of a run just taken through a shared cursor, and drops the
+// slots a peer took over meanwhile (recovery.cpp: we stalled between the cursor CAS and this
+// exchange for longer than its grace period, and it found no tag of ours). Only a prefix of the
+// run can be taken over: peers reach a later slot only after the earlier ones are finished.
+inline Claim tagRun(const Queue &q, Claim c, bool consumer) noexcept {
+    const auto pid = static_cast<uint32_t>(q.owner);
+    SlotHeader *s = c.slot;
+    uint64_t lost = 0;
+    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s)) {
+        // Relaxed: the claim word alone decides between us and a recovering peer, both by RMW on
+        // it; no other memory is ordered through it.
+        if (s->claim.exchange(claimTag(c.position + i, consumer, pid), std::memory_order_relaxed) ==
+            takenOverMark(c.position + i, consumer))
+            lost = i + 1;
+    }
+    for (uint64_t i = 0; i < lost; ++i)
+        c.slot = nextSlot(q, c.slot);
+    return {c.position + lost, c.slot, c.count - lost};
+}
+
 inline bool shouldLookForStuck(Queue &q) noexcept {
     return q.stuckSinceNs != 0 || ++q.idlePolls % kStuckCheckEvery == 0;
 }
@@ -110,14 +130,10 @@ inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
                 ++n;
             // Relaxed: head only arbitrates among producers; the elements are ordered by seq.
             if (head.compare_exchange_weak(position, position + n, std::memory_order_relaxed)) {
-                s = slot;
-                for (uint64_t i = 0; i < n; ++i, s = nextSlot(q, s))
-                    // Relaxed: read only to judge whether we died holding the slot (recovery.cpp).
-                    s->claim.store(claimTag(position + i, false, static_cast<uint32_t>(q.owner)),
-                                   std::memory_order_relaxed);
-                c = {position, slot, n};
                 q.stuckSinceNs = 0;
-                return 0;
+                c = tagRun(q, {position, slot, n}, false);
+                if (c.count > 0) return 0;
+                position = head.load(std::memory_order_relaxed);  // all taken over: claim afresh
             }
         } else if (diff < 0) {
             // The slot still holds (or is yielding) an element of the last lap.
@@ -157,15 +173,18 @@ inline int publish(Queue &q, const Claim &c, uint64_t state) noexcept {
     return r;
 }
 
-// Consumer: hands claimed slots back to producers (and steps the lone cursor).
-inline void releaseRead(Queue &q, const Claim &c) noexcept {
+// Consumer: hands claimed slots back to producers (and steps the lone cursor). 0, or
+// -ECANCELED when a producer took a slot over because this consumer looked dead: what was read
+// from that slot may be torn and must not be used.
+inline int releaseRead(Queue &q, const Claim &c) noexcept {
+    int r = 0;
     if (!sharedProducers(q)) {
         advanceLone(q, c.count);
         // Release pairs with the SPSC producer's acquire in claimForWrite: our reads of the
         // elements are done before it may write over them.
         q.header().tail.store(q.position, std::memory_order_release);
         notify(q.header().not_full);
-        return;
+        return r;
     }
     SlotHeader *s = c.slot;
     for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s)) {
@@ -178,7 +197,8 @@ inline void releaseRead(Queue &q, const Claim &c) noexcept {
             // A CAS: a producer may have reclaimed the slot from us (recovery.cpp) if we stalled
             // past the grace period; then the slot is no longer ours to free.
             uint64_t expected = 4 * (c.position + i) + kFull;
-            s->seq.compare_exchange_strong(expected, freed, std::memory_order_release, std::memory_order_relaxed);
+            if (!s->seq.compare_exchange_strong(expected, freed, std::memory_order_release, std::memory_order_relaxed))
+                r = -ECANCELED;
         }
     }
     if (!sharedConsumers(q)) {
@@ -187,27 +207,37 @@ inline void releaseRead(Queue &q, const Claim &c) noexcept {
         q.header().tail.store(q.position, std::memory_order_relaxed);
     }
     notify(q.header().not_full);
+    return r;
 }
 
 // Consumer: frees the abandoned positions at the front of a claimed run and counts them; returns
 // the elements that follow (count 0 when there are none).
 inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
-    uint64_t skipped = 0;
+    uint64_t dropped = 0, counted = 0;
     // Acquire: as in claimForRead (the slot's state was read there already; this re-read is ours).
     while (c.count > 0 && c.slot->seq.load(std::memory_order_acquire) == 4 * c.position + kAbandoned) {
-        // Release (as in releaseRead) without the notify: the caller notifies once.
-        c.slot->seq.store(4 * (c.position + q.capacity) + kFree, std::memory_order_release);
-        ++skipped;
+        // Release (as in releaseRead) without the notify: the caller notifies once. On MPMC a
+        // CAS, as in releaseRead: a producer may have taken the slot over, and then counted it.
+        const uint64_t freed = 4 * (c.position + q.capacity) + kFree;
+        uint64_t expected = 4 * c.position + kAbandoned;
+        if (!sharedConsumers(q)) {
+            c.slot->seq.store(freed, std::memory_order_release);
+            ++counted;
+        } else if (c.slot->seq.compare_exchange_strong(expected, freed, std::memory_order_release,
+                                                       std::memory_order_relaxed)) {
+            ++counted;
+        }
+        ++dropped;
         ++c.position;
         --c.count;
         c.slot = nextSlot(q, c.slot);
     }
-    if (skipped) {
+    if (dropped) {
         if (!sharedConsumers(q)) {
-            advanceLone(q, skipped);
+            advanceLone(q, dropped);
             q.header().tail.store(q.position, std::memory_order_relaxed);  // relaxed: as in releaseRead
         }
-        q.header().skipped.fetch_add(skipped, std::memory_order_relaxed);  // a statistic: orders nothing
+        q.header().skipped.fetch_add(counted, std::memory_order_relaxed);  // a statistic: orders nothing
         notify(q.header().not_full);
     }
     return c;
@@ -253,10 +283,10 @@ inline int claimForRead(Queue &q, Claim &c, uint64_t want = 1) noexcept {
             std::atomic<uint64_t> &tail = q.header().tail;
             // Relaxed: tail only arbitrates among consumers; the elements are ordered by seq.
             if (!tail.compare_exchange_weak(position, position + n, std::memory_order_relaxed)) continue;
-            SlotHeader *s = slot;
-            for (uint64_t i = 0; i < n; ++i, s = nextSlot(q, s))
-                // Relaxed: read only to judge whether we died holding the slot (recovery.cpp).
-                s->claim.store(claimTag(position + i, true, static_cast<uint32_t>(q.owner)), std::memory_order_relaxed);
+            const Claim tagged = tagRun(q, {position, slot, n}, true);
+            position = tagged.position;
+            slot = tagged.slot;
+            n = tagged.count;
         }
         q.stuckSinceNs = 0;
         c = dropAbandoned(q, {position, slot, n});
@@ -281,7 +311,7 @@ inline int64_t tryPopN(Queue &q, unsigned char *to, uint64_t count) noexcept {
     SlotHeader *s = c.slot;
     for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
         std::memcpy(to + i * q.elementSize, elementOf(q, s), q.elementSize);
-    releaseRead(q, c);
+    if (int r = releaseRead(q, c)) return r;
     return static_cast<int64_t>(c.count);
 }
 

@@ -231,7 +231,7 @@ int openSegment(const char *name, const Params &params, const SegmentOptions &op
             if (r != -EEXIST) return r;
             // Another process linked the name first: attach to theirs at once.
         }
-        if (monotonicNs() >= deadline)
+        if (!retryAtOnce && monotonicNs() >= deadline)
             return fail(ETIMEDOUT, "segment \"%s\" was still being initialised after %lld ms", name,
                         (long long)(timeout / 1'000'000));
         if (fd >= 0 && !retryAtOnce) pauseBriefly();
