@@ -1,8 +1,10 @@
 // join-shm-bench: libjoin-shm against the IPC a user would otherwise pick, in one run, on one
 // machine. Round trip (ping-pong between two pinned processes) and one-way throughput (1 and N
-// producer processes, the receiver checks every sequence number) per message size; each
+// producer processes, the receiver checks every byte of every message) per message size; each
 // measurement repeated, reported as the median with its spread. Ratios are to libjoin-shm SPSC
-// (spin) and to the hardware floor (two processes handing cache lines back and forth).
+// (spin) and to the hardware floors: two processes handing cache lines back and forth (round trip),
+// and a minimal hand-written SPSC ring (throughput). A last table per size shows what batches
+// (try_push_n/try_pop_n) and zero-copy (reserve/commit, peek/release) gain over one copy per call.
 //
 //   join-shm-bench [--quick] [--sizes 8,64,512,1472,4096] [--capacity 1024] [--repeats 5]
 //                  [--transports spsc,mpsc,mpmc,pipe,unix,mq,boost,floor] [--producers 2]
@@ -33,6 +35,10 @@ const char *const kFamilies[] = {"spsc", "mpsc", "mpmc", "pipe", "unix", "mq", "
 struct Options {
     bool quick = false;
     std::vector<size_t> sizes = {8, 64, 512, 1472, 4096};
+    // Sizes measured for the gains table only: one-producer throughput of the libjoin-shm rings
+    // (spin, batch, zero-copy) and of the floor ring. --quick shows the 8 B gains this way within its
+    // time.
+    std::vector<size_t> gainSizes;
     uint64_t capacity = 1024;
     int repeats = 5;
     std::set<std::string> families{std::begin(kFamilies), std::end(kFamilies)};
@@ -50,7 +56,8 @@ struct Options {
 [[noreturn]] void usage(int code) {
     fmt::print(code ? stderr : stdout,
                "usage: join-shm-bench [options]\n"
-               "  --quick               sizes 64,1472, 3 repeats of 10 ms: under 10 s in all\n"
+               "  --quick               sizes 64,1472 (and 8 B for the gains table only, one producer),\n"
+               "                        3 repeats of 10 ms: under 10 s in all\n"
                "  --sizes LIST          message sizes in bytes, >= 8 (default 8,64,512,1472,4096)\n"
                "  --capacity N          ring capacity in messages (default 1024)\n"
                "  --repeats N           repetitions of each measurement (default 5)\n"
@@ -137,7 +144,10 @@ Options parseOptions(int argc, char **argv) {
         }
     }
     if (o.quick) {
-        if (!sizesGiven) o.sizes = {64, 1472};
+        if (!sizesGiven) {
+            o.sizes = {64, 1472};
+            o.gainSizes = {8};
+        }
         if (!repeatsGiven) o.repeats = 3;
         if (!timeGiven) o.targetNs = 10'000'000;
     }
@@ -197,8 +207,8 @@ struct Results {
 // JOIN_SHM_PREFAULT (MAP_POPULATE) nor MADV_POPULATE_WRITE avoids it. Measured: a 4 MB ring
 // (4096 B x 1024) runs its first lap about 100 times slower than the following ones.
 const char *kWarmupNote =
-    "warm-up: libjoin-shm runs two laps of its ring (per producer) first, so that first-touch costs are not "
-    "measured";
+    "warm-up: libjoin-shm and the floor ring run two laps of their ring (per producer) first, so that first-touch "
+    "costs are not measured";
 
 // Rounds or messages to run before measuring (besides a tenth of the time): two laps of the ring.
 template <class T>
@@ -206,6 +216,7 @@ uint64_t lapWarmup(const T &, uint64_t) {
     return 0;
 }
 uint64_t lapWarmup(const JoinShm &, uint64_t capacity) { return 2 * capacity; }
+uint64_t lapWarmup(const RingFloor &, uint64_t capacity) { return 2 * capacity; }  // a mapping too
 
 struct Bench {
     Options o;
@@ -265,9 +276,14 @@ struct Bench {
     }
 
     // Calls fn(transport) for every selected transport that moves messages one way or both.
-    // Batch variants exist for throughput only; sleep mode for the round trip only.
+    // Batch, zero-copy and the floor ring exist for throughput only; sleep mode for the round trip
+    // only.
     template <class Fn>
     void forEachTransport(bool forThroughput, bool multiProducer, Fn &&fn) {
+        if (forThroughput && !multiProducer && wantsFamily("floor")) {
+            RingFloor t;
+            fn(t);
+        }
         const std::pair<const char *, join_shm_policy> policies[] = {
             {"spsc", JOIN_SHM_SPSC}, {"mpsc", JOIN_SHM_MPSC}, {"mpmc", JOIN_SHM_MPMC}};
         for (const auto &[family, policy] : policies) {
@@ -277,8 +293,10 @@ struct Bench {
                 fn(t);
             }
             if (forThroughput) {
-                JoinShm t(policy, Wait::Spin, true);
-                fn(t);
+                for (Api api : {Api::Batch, Api::ZeroCopy}) {
+                    JoinShm t(policy, Wait::Spin, api);
+                    fn(t);
+                }
             } else if (policy == JOIN_SHM_SPSC) {
                 JoinShm t(policy, Wait::Sleep);
                 fn(t);
@@ -306,20 +324,42 @@ struct Bench {
 
     bool wantsFamily(const char *f) const { return o.wants(f); }
 
+    // The rows a gains-only size measures (see Options::gainSizes).
+    static bool gainRow(const std::string &label) {
+        for (const char *part : {" spin", " batch", " zero-copy"})
+            if (label.rfind("join-shm ", 0) == 0 && label.find(part) != std::string::npos) return true;
+        return label == "hw floor stream";
+    }
+
+    bool gainsOnly(size_t size) const {
+        return std::find(o.gainSizes.begin(), o.gainSizes.end(), size) != o.gainSizes.end() &&
+               std::find(o.sizes.begin(), o.sizes.end(), size) == o.sizes.end();
+    }
+
+    // Every size measured, in order.
+    std::vector<size_t> allSizes() const {
+        std::set<size_t> all(o.sizes.begin(), o.sizes.end());
+        if (o.throughput) all.insert(o.gainSizes.begin(), o.gainSizes.end());
+        return {all.begin(), all.end()};
+    }
+
     void run() {
         if (o.rtt && o.wants("floor"))
             for (bool two : {false, true}) {
                 CacheLineFloor t(two);
                 measureRoundTrip(t, 8, res.floor);
             }
-        for (size_t size : o.sizes) {
-            if (o.rtt) forEachTransport(false, false, [&](auto &t) { measureRoundTrip(t, size, res.rtt); });
+        for (size_t size : allSizes()) {
+            const bool gainsOnlySize = gainsOnly(size);
+            if (o.rtt && !gainsOnlySize)
+                forEachTransport(false, false, [&](auto &t) { measureRoundTrip(t, size, res.rtt); });
             if (o.throughput) {
                 forEachTransport(true, false, [&](auto &t) {
+                    if (gainsOnlySize && !gainRow(t.label())) return;
                     const bool batch = t.label().find("batch") != std::string::npos;
                     measureStream(t, size, 1, batch ? o.batch : 1);
                 });
-                if (o.producers > 1)
+                if (o.producers > 1 && !gainsOnlySize)
                     forEachTransport(true, true, [&](auto &t) {
                         const bool batch = t.label().find("batch") != std::string::npos;
                         measureStream(t, size, o.producers, batch ? o.batch : 1);
@@ -358,8 +398,10 @@ Machine describeMachine() {
 // Ratios are to these rows.
 const char *kBaseline = "join-shm SPSC spin";
 const char *kFloor = "hw floor, 2 lines";
+const char *kFloorStream = "hw floor stream";
 
 void printRoundTrips(const Bench &b, size_t size) {
+    if (b.gainsOnly(size)) return;
     const RoundTripRow *base = b.res.findRtt(kBaseline, size);
     const RoundTripRow *floor = nullptr;
     for (const auto &f : b.res.floor)
@@ -386,12 +428,14 @@ void printRoundTrips(const Bench &b, size_t size) {
 
 void printThroughput(const Bench &b, size_t size) {
     const ThroughputRow *base = b.res.findThroughput(kBaseline, size, 1);
+    const ThroughputRow *floor = b.res.findThroughput(kFloorStream, size, 1);
     bool any = false;
     for (const auto &r : b.res.throughput)
         any |= r.size == size;
     if (!any) return;
-    fmt::print("\nOne-way throughput, {} B messages (medians of {} repetitions; msgs/s)\n", size, b.o.repeats);
-    Table t({"transport", "producers", "msgs/s", "min–max", "GB/s", "×SPSC", "×1 producer"});
+    fmt::print("\nOne-way throughput, {} B messages (medians of {} repetitions; msgs/s{})\n", size, b.o.repeats,
+               b.gainsOnly(size) ? "; only the one-producer rows the gains need" : "");
+    Table t({"transport", "producers", "msgs/s", "min–max", "GB/s", "×SPSC", "×floor", "×1 producer"});
     for (const auto &r : b.res.throughput) {
         if (r.size != size) continue;
         const Spread s = r.rate();
@@ -400,8 +444,36 @@ void printThroughput(const Bench &b, size_t size) {
                formatRate(s.min) + " – " + formatRate(s.max),
                fmt::format("{:.2f}", s.median * static_cast<double>(size) / 1e9),
                base ? formatRatio(s.median / base->rate().median) : "-",
+               floor ? formatRatio(s.median / floor->rate().median) : "-",
                single ? formatRatio(s.median / single->rate().median) : "-"});
     }
+    t.print();
+}
+
+// What batches and zero-copy gain over one copy per call: each against the single-call spin row of
+// the same ring, message size and number of producers.
+void printGains(const Bench &b, size_t size) {
+    Table t({"ring", "producers", "1 copy/call msgs/s", "batch msgs/s", "batch ×single", "zero-copy msgs/s",
+             "zero-copy ×copy"});
+    bool any = false;
+    std::vector<int> producerCounts{1};
+    if (b.o.producers > 1) producerCounts.push_back(b.o.producers);
+    for (join_shm_policy policy : {JOIN_SHM_SPSC, JOIN_SHM_MPSC, JOIN_SHM_MPMC})
+        for (int producers : producerCounts) {
+            const std::string ring = fmt::format("join-shm {}", policyName(policy));
+            const ThroughputRow *single = b.res.findThroughput(ring + " spin", size, producers);
+            const ThroughputRow *batch = b.res.findThroughput(ring + " batch", size, producers);
+            const ThroughputRow *zero = b.res.findThroughput(ring + " zero-copy", size, producers);
+            if (!single || (!batch && !zero)) continue;
+            const double base = single->rate().median;
+            auto rate = [](const ThroughputRow *r) { return r ? formatRate(r->rate().median) : std::string("-"); };
+            auto gain = [&](const ThroughputRow *r) { return r ? formatRatio(r->rate().median / base) : "-"; };
+            t.row({policyName(policy), std::to_string(producers), formatRate(base), rate(batch), gain(batch),
+                   rate(zero), gain(zero)});
+            any = true;
+        }
+    if (!any) return;
+    fmt::print("\nGains over one copy per call, {} B messages (batch: up to {} per call; medians)\n", size, b.o.batch);
     t.print();
 }
 
@@ -426,9 +498,11 @@ void writeJson(const Bench &b, const Machine &m, const std::vector<std::string> 
     fmt::print(f, "  \"machine\": {{\"cpu\": {}, \"cpus\": {}, \"kernel\": {}, \"clocksource\": {}}},\n",
                jsonString(m.cpu), m.cpus, jsonString(m.kernel), jsonString(m.clocksource));
     fmt::print(f,
-               "  \"config\": {{\"quick\": {}, \"capacity\": {}, \"repeats\": {}, \"producers\": {}, \"batch\": {}, "
-               "\"time_per_repetition_ns\": {}, \"clock_cost_ns\": {}}},\n",
-               b.o.quick, b.o.capacity, b.o.repeats, b.o.producers, b.o.batch, b.o.targetNs, b.clockCost);
+               "  \"config\": {{\"quick\": {}, \"sizes\": [{}], \"gains_only_sizes\": [{}], \"capacity\": {}, "
+               "\"repeats\": {}, \"producers\": {}, \"batch\": {}, \"time_per_repetition_ns\": {}, "
+               "\"clock_cost_ns\": {}}},\n",
+               b.o.quick, fmt::join(b.o.sizes, ", "), fmt::join(b.o.gainSizes, ", "), b.o.capacity, b.o.repeats,
+               b.o.producers, b.o.batch, b.o.targetNs, b.clockCost);
     auto list = [&](const std::vector<std::string> &xs) {
         std::string out;
         for (size_t i = 0; i < xs.size(); ++i)
@@ -503,7 +577,11 @@ int main(int argc, char **argv) {
     notes.push_back(
         "join-shm spin: try_push/try_pop polled; blocking: push/pop (spin briefly, then futex sleep); "
         "sleep: push/pop with spin_ns < 0 (every message a futex wake-up); batch: try_push_n/try_pop_n of up to " +
-        std::to_string(b.o.batch));
+        std::to_string(b.o.batch) +
+        "; zero-copy: try_reserve, write in place, commit / try_peek, check in place, release (spinning)");
+    notes.push_back(
+        "streams: producers write every byte of each message and the consumer checks every byte (zero-copy: in the "
+        "slot itself)");
     notes.push_back("pipe: two pipes, unix seqpacket: one socketpair, both with kernel default buffers");
     notes.push_back(
         fmt::format("posix mq: mq_maxmsg = min(capacity, /proc/sys/fs/mqueue/msg_max = {}) = {}, "
@@ -518,14 +596,19 @@ int main(int argc, char **argv) {
     notes.push_back(
         "hw floor: two processes pass a counter through a MAP_SHARED mapping, both words in one "
         "cache line or one line each; ×floor is relative to the 2-line figure");
+    notes.push_back(
+        "hw floor stream: a minimal SPSC ring (rigtorp style: cursors on their own lines, each side caching the "
+        "other's, acquire/release) in a MAP_SHARED mapping, same size and capacity, copying in and out; "
+        "throughput ×floor is relative to it");
     for (const auto &n : notes)
         fmt::print("  {}\n", n);
 
     b.run();
 
-    for (size_t size : b.o.sizes) {
+    for (size_t size : b.allSizes()) {
         printRoundTrips(b, size);
         printThroughput(b, size);
+        printGains(b, size);
     }
     if (!b.res.skipped.empty()) {
         fmt::print("\nSkipped:\n");

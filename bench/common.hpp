@@ -14,6 +14,8 @@
 //   void close();                              in each process
 //   void teardown();                           in the parent after every peer exited
 //   static constexpr bool kStreams;            false for the cache-line floor (round trip only)
+// and optionally, for zero-copy (see HasInPlace):
+//   bool inPlace() const;  void sendInPlace(write);  void recvInPlace(take);
 #pragma once
 
 #include <fmt/format.h>
@@ -35,6 +37,8 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace bench {
@@ -347,6 +351,8 @@ inline void init(const char *program) {
     sa.sa_handler = detail::onInterrupt;
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGHUP, &sa, nullptr);
+    sigaction(SIGPIPE, &sa, nullptr);  // output piped into `head`: still clean up the segments
 }
 
 // Ends the program with a message. In a peer: prints and exits 1 (the parent then reports the
@@ -511,6 +517,54 @@ inline Stamp readStamp(const char *msg, size_t size) noexcept {
     return {valid, (w & kEndBit) != 0, static_cast<int>((w >> 48) & 0x7fff), w & kSeqMask};
 }
 
+// Streams write every byte of a message and check every byte on arrival: the stamp above, and a
+// body of words derived from word 0 (word i = (word 0 ^ kBodySeed) + i * kBodyStep; a short last word
+// holds the first bytes of its value). So a transport must deliver all of a message, a word copied
+// to the wrong place or from another message is caught, and a zero-copy producer or consumer does
+// in the slot exactly the work a copying one does in its local buffer: the gain shown is the
+// copies saved, not bytes left untouched.
+constexpr uint64_t kBodySeed = 0x243f6a8885a308d3ULL;
+constexpr uint64_t kBodyStep = 0x9e3779b97f4a7c15ULL;
+
+inline void writeMessage(char *msg, size_t size, int producer, uint64_t seq, bool end = false) noexcept {
+    stamp(msg, size, producer, seq, end);
+    uint64_t w;
+    std::memcpy(&w, msg, 8);
+    const size_t bodyEnd = size >= 16 ? size - 8 : size;  // the check word follows the body
+    uint64_t v = w ^ kBodySeed;
+    size_t at = 8;
+    for (; at + 8 <= bodyEnd; at += 8) {
+        v += kBodyStep;
+        std::memcpy(msg + at, &v, 8);
+    }
+    if (at < bodyEnd) {
+        v += kBodyStep;
+        std::memcpy(msg + at, &v, bodyEnd - at);
+    }
+}
+
+// The stamp of a message written by writeMessage; valid only if every byte is as written.
+inline Stamp checkMessage(const char *msg, size_t size) noexcept {
+    Stamp s = readStamp(msg, size);
+    uint64_t w;
+    std::memcpy(&w, msg, 8);
+    const size_t bodyEnd = size >= 16 ? size - 8 : size;
+    uint64_t v = w ^ kBodySeed, diff = 0;  // OR of differences: no branch in the loop
+    size_t at = 8;
+    for (; at + 8 <= bodyEnd; at += 8) {
+        v += kBodyStep;
+        uint64_t x;
+        std::memcpy(&x, msg + at, 8);
+        diff |= x ^ v;
+    }
+    if (at < bodyEnd) {
+        v += kBodyStep;
+        diff |= static_cast<uint64_t>(std::memcmp(msg + at, &v, bodyEnd - at) != 0);
+    }
+    s.valid = s.valid && diff == 0;
+    return s;
+}
+
 // A message buffer aligned for any element type.
 struct Buffer {
     std::vector<uint64_t> words;
@@ -608,8 +662,50 @@ struct StreamResult {
     double rate() const { return ns > 0 ? static_cast<double>(messages) * 1e9 / static_cast<double>(ns) : 0; }
 };
 
+// A transport that can lend its slots (libjoin-shm zero-copy) has inPlace(), and when that is true
+// the stream runner calls sendInPlace(write) / recvInPlace(take), which pass the slot itself to
+// write(char *) / take(const char *) between reserve and commit (peek and release).
+template <class T, class = void>
+struct HasInPlace : std::false_type {};
+template <class T>
+struct HasInPlace<T, std::void_t<decltype(std::declval<const T &>().inPlace())>> : std::true_type {};
+
+// Sends n messages, write(msg, k) filling message k: in place in the ring's slots, or in a local
+// buffer that sendSome copies in.
+template <class T, class Write>
+void sendMessages(T &t, Buffer &buf, size_t size, size_t n, Write &&write) {
+    if constexpr (HasInPlace<T>::value) {
+        if (t.inPlace()) {
+            for (size_t k = 0; k < n; ++k)
+                t.sendInPlace([&](char *slot) { write(slot, k); });
+            return;
+        }
+    }
+    for (size_t k = 0; k < n; ++k)
+        write(buf.data() + k * size, k);
+    for (size_t done = 0; done < n;)
+        done += t.sendSome(buf.data() + done * size, n - done);
+}
+
+// Receives 1..batch messages and passes each to take(msg), in its slot or in a local copy.
+// Returns how many.
+template <class T, class Take>
+size_t receiveMessages(T &t, Buffer &buf, size_t size, size_t batch, Take &&take) {
+    if constexpr (HasInPlace<T>::value) {
+        if (t.inPlace()) {
+            t.recvInPlace(take);
+            return 1;
+        }
+    }
+    const size_t n = t.recvSome(buf.data(), batch);
+    for (size_t k = 0; k < n; ++k)
+        take(buf.data() + k * size);
+    return n;
+}
+
 // One repetition: plan.shape.producers peers stream numbered messages to the parent, which checks
-// that each producer's sequence arrives complete and in order, then an end-of-stream marker.
+// every byte of every message (see writeMessage), that each producer's sequence arrives complete
+// and in order, then an end-of-stream marker.
 template <class T>
 StreamResult stream(T &t, const StreamPlan &plan) {
     const size_t size = plan.shape.size, batch = std::max<size_t>(1, plan.batch);
@@ -628,16 +724,12 @@ StreamResult stream(T &t, const StreamPlan &plan) {
                 } else if (g.control->stop.value.load(std::memory_order_relaxed)) {
                     break;
                 }
-                for (size_t k = 0; k < n; ++k)
-                    stamp(buf.data() + k * size, size, p, seq + k);
-                for (size_t done = 0; done < n;)
-                    done += t.sendSome(buf.data() + done * size, n - done);
+                sendMessages(t, buf, size, n, [&](char *msg, size_t k) { writeMessage(msg, size, p, seq + k); });
                 const uint64_t before = seq;
                 seq += n;
                 if ((before >> 10) != (seq >> 10)) reportProgress(p + 1, seq & ~uint64_t{1023});
             }
-            stamp(buf.data(), size, p, seq, true);
-            t.sendSome(buf.data(), 1);
+            sendMessages(t, buf, size, 1, [&](char *msg, size_t) { writeMessage(msg, size, p, seq, true); });
             t.close();
         });
     }
@@ -650,25 +742,26 @@ StreamResult stream(T &t, const StreamPlan &plan) {
     uint64_t received = 0, mark = 0, calls = 0;
     int64_t first = 0, tStart = 0;
     bool measuring = false, measured = false;
-    while (ends < producers) {
-        const size_t n = t.recvSome(buf.data(), batch);
-        for (size_t k = 0; k < n; ++k) {
-            const Stamp s = readStamp(buf.data() + k * size, size);
-            if (!s.valid || s.producer >= producers)
-                fatal(fmt::format("{}: message {} is {}", t.label(), received,
-                                  s.valid ? "from an unknown producer" : "torn"));
-            uint64_t &e = expected[static_cast<size_t>(s.producer)];
-            if (s.end) {
-                if (s.seq != e || (fixed && s.seq != plan.perProducer))
-                    fatal(fmt::format("{}: producer {} sent {} messages, {} arrived", t.label(), s.producer, s.seq, e));
-                ++ends;
-                continue;
-            }
-            if (s.seq != (e & kSeqMask))
-                fatal(fmt::format("{}: from producer {} expected message {}, got {}", t.label(), s.producer, e, s.seq));
-            ++e;
-            ++received;
+    // Checks one message where it lies: a local copy, or the ring's slot (zero-copy).
+    auto take = [&](const char *msg) {
+        const Stamp s = checkMessage(msg, size);
+        if (!s.valid || s.producer >= producers)
+            fatal(fmt::format("{}: message {} is {}", t.label(), received,
+                              s.valid ? "from an unknown producer" : "torn or corrupt"));
+        uint64_t &e = expected[static_cast<size_t>(s.producer)];
+        if (s.end) {
+            if (s.seq != e || (fixed && s.seq != plan.perProducer))
+                fatal(fmt::format("{}: producer {} sent {} messages, {} arrived", t.label(), s.producer, s.seq, e));
+            ++ends;
+            return;
         }
+        if (s.seq != (e & kSeqMask))
+            fatal(fmt::format("{}: from producer {} expected message {}, got {}", t.label(), s.producer, e, s.seq));
+        ++e;
+        ++received;
+    };
+    while (ends < producers) {
+        const size_t n = receiveMessages(t, buf, size, batch, take);
         if ((received >> 10) != ((received - n) >> 10)) reportProgress(0, received & ~uint64_t{1023});
         if (measured) continue;
         if (fixed) {
@@ -720,14 +813,52 @@ inline const char *policyName(join_shm_policy p) {
 
 inline const char *waitName(Wait w) { return w == Wait::Spin ? "spin" : w == Wait::Block ? "blocking" : "sleep"; }
 
+// How messages cross the API (streams; the round trip always copies one at a time).
+enum class Api {
+    Copy,      // try_push / try_pop (or push / pop): one element copied per call
+    Batch,     // try_push_n / try_pop_n: up to the batch size per call, spinning
+    ZeroCopy,  // try_reserve + write in place + commit; try_peek + read in place + release; spinning
+};
+
 class JoinShm {
 public:
     static constexpr bool kStreams = true;
 
-    JoinShm(join_shm_policy policy, Wait wait, bool batch = false) : policy_{policy}, wait_{wait}, batch_{batch} {}
+    JoinShm(join_shm_policy policy, Wait wait, Api api = Api::Copy) : policy_{policy}, wait_{wait}, api_{api} {}
 
     std::string label() const {
-        return fmt::format("join-shm {} {}", policyName(policy_), batch_ ? "batch" : waitName(wait_));
+        return fmt::format("join-shm {} {}", policyName(policy_),
+                           api_ == Api::Batch      ? "batch"
+                           : api_ == Api::ZeroCopy ? "zero-copy"
+                                                   : waitName(wait_));
+    }
+
+    bool inPlace() const { return api_ == Api::ZeroCopy; }
+
+    // write(char *slot) fills the reserved slot; commit publishes it.
+    template <class Write>
+    void sendInPlace(Write &&write) {
+        void *slot = nullptr;
+        Spinner spin;
+        int r;
+        while ((r = join_shm_try_reserve(out_, &slot)) == -EAGAIN)
+            spin();
+        if (r != 0) failed("join_shm_try_reserve", out_, r);
+        write(static_cast<char *>(slot));
+        if ((r = join_shm_commit(out_)) != 0) failed("join_shm_commit", out_, r);
+    }
+
+    // take(const char *slot) reads the oldest element where it lies; release hands the slot back.
+    template <class Take>
+    void recvInPlace(Take &&take) {
+        const void *slot = nullptr;
+        Spinner spin;
+        int r;
+        while ((r = join_shm_try_peek(in_, &slot)) == -EAGAIN)
+            spin();
+        if (r != 0) failed("join_shm_try_peek", in_, r);
+        take(static_cast<const char *>(slot));
+        if ((r = join_shm_release(in_)) != 0) failed("join_shm_release", in_, r);
     }
 
     std::string setup(const Shape &shape) {
@@ -774,7 +905,7 @@ public:
     }
 
     size_t sendSome(const char *msgs, size_t n) {
-        if (!batch_ || n == 1) {
+        if (api_ != Api::Batch || n == 1) {
             send(msgs);
             return 1;
         }
@@ -787,7 +918,7 @@ public:
     }
 
     size_t recvSome(char *msgs, size_t n) {
-        if (!batch_ || n == 1) {
+        if (api_ != Api::Batch || n == 1) {
             recv(msgs);
             return 1;
         }
@@ -835,7 +966,7 @@ private:
 
     join_shm_policy policy_;
     Wait wait_;
-    bool batch_;
+    Api api_;
     Shape shape_;
     std::string base_;
     join_shm_queue *in_ = nullptr, *out_ = nullptr;

@@ -1,7 +1,7 @@
 // The peers libjoin-shm is compared with, each behind the transport interface described at the top
 // of common.hpp: pipe, AF_UNIX SOCK_SEQPACKET socketpair, POSIX message queue,
-// Boost.Interprocess message_queue (when built with JOIN_SHM_BENCH_BOOST), and the hardware floor:
-// two processes handing a cache line back and forth.
+// Boost.Interprocess message_queue (when built with JOIN_SHM_BENCH_BOOST), and the hardware floors:
+// two processes handing a cache line back and forth (round trip), and a minimal SPSC ring (stream).
 #pragma once
 
 #include "common.hpp"
@@ -338,6 +338,88 @@ private:
     bool twoLines_;
     std::atomic<uint64_t> *words_ = nullptr, *mine_ = nullptr, *theirs_ = nullptr;
     uint64_t seen_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The throughput floor: the smallest SPSC ring that works between two processes, after
+// rigtorp/SPSCQueue, in a MAP_SHARED anonymous mapping made before fork. An array of slots and two
+// cursors, each written by one side only; each side keeps the other's cursor as last read and reads
+// the shared one again only when that copy says full (or empty); acquire/release, nothing stronger.
+// No roles, no crash recovery, no wake-ups, no distrust of shared memory: what any ring costs on
+// this machine before a library adds anything. Copies in and out, as try_push/try_pop do.
+
+class RingFloor {
+public:
+    static constexpr bool kStreams = true;
+
+    std::string label() const { return "hw floor stream"; }
+
+    std::string setup(const Shape &shape) {
+        if (shape.producers != 1) return "one producer only";
+        size_ = shape.size;
+        capacity_ = shape.capacity;
+        stride_ = (size_ + 7) / 8 * 8;  // slots 8-byte aligned, as the message words are
+        bytes_ = sizeof(Cursors) + capacity_ * stride_;
+        void *m = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) osFailure(label(), "mmap");
+        std::memset(m, 0, bytes_);  // fault the pages in now
+        cursors_ = new (m) Cursors;
+        slots_ = static_cast<char *>(m) + sizeof(Cursors);
+        return {};
+    }
+    void open(Side, bool duplex, int) {
+        if (duplex) fatal(fmt::format("{}: one way only", label()));
+        pos_ = seen_ = 0;
+        slot_ = 0;
+    }
+    size_t sendSome(const char *msg, size_t) {
+        if (pos_ - seen_ == capacity_) {  // full as last seen: has the consumer moved on?
+            Spinner spin;
+            // acquire: the consumer's reads of the slot happen before we overwrite it
+            while (pos_ - (seen_ = cursors_->tail.load(std::memory_order_acquire)) == capacity_)
+                spin();
+        }
+        std::memcpy(slots_ + slot_ * stride_, msg, size_);
+        cursors_->head.store(++pos_, std::memory_order_release);  // publishes the slot's bytes
+        if (++slot_ == capacity_) slot_ = 0;
+        return 1;
+    }
+    size_t recvSome(char *msg, size_t) {
+        if (pos_ == seen_) {  // empty as last seen: has the producer published more?
+            Spinner spin;
+            // acquire: pairs with the producer's release, so the slot's bytes are visible
+            while (pos_ == (seen_ = cursors_->head.load(std::memory_order_acquire)))
+                spin();
+        }
+        std::memcpy(msg, slots_ + slot_ * stride_, size_);
+        cursors_->tail.store(++pos_, std::memory_order_release);  // hands the slot back
+        if (++slot_ == capacity_) slot_ = 0;
+        return 1;
+    }
+    // The transport interface; only ever streamed, one way (open refuses duplex).
+    void send(const char *msg) { sendSome(msg, 1); }
+    void recv(char *msg) { recvSome(msg, 1); }
+    void close() {}
+    void teardown() {
+        if (cursors_) munmap(cursors_, bytes_);
+        cursors_ = nullptr;
+    }
+
+private:
+    // 128 bytes apart, not 64: the adjacent-line prefetcher fetches 128-byte pairs, which would
+    // make the two cursors (and the first slot) share traffic.
+    struct Cursors {
+        alignas(128) std::atomic<uint64_t> head{0};  // messages published; written by the producer
+        alignas(128) std::atomic<uint64_t> tail{0};  // messages consumed; written by the consumer
+    };
+
+    size_t size_ = 0, stride_ = 0, bytes_ = 0;
+    uint64_t capacity_ = 0;
+    Cursors *cursors_ = nullptr;
+    char *slots_ = nullptr;
+    // Process-local, as in the original: this side's position, the other side's cursor as last
+    // read, and the slot index (pos_ % capacity_ kept without a division).
+    uint64_t pos_ = 0, seen_ = 0, slot_ = 0;
 };
 
 }  // namespace bench
