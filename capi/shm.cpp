@@ -67,18 +67,6 @@ int emptyOrFull(uint32_t role, int r) noexcept {
     return failStatic(EAGAIN, role == JOIN_SHM_PRODUCER ? "the ring is full" : "the ring is empty");
 }
 
-// -ECANCELED from the ring: peers took a slot of ours over because we looked dead.
-int cancelled(const Queue &q, int r) noexcept {
-    if (r != -ECANCELED) return r;
-    return fail(ECANCELED,
-                q.role == JOIN_SHM_PRODUCER
-                    ? "this producer of \"%s\" stalled between claiming a slot and publishing it for so long "
-                      "that consumers took the slot over; the element was dropped"
-                    : "this consumer of \"%s\" stalled between claiming an element and finishing it for so "
-                      "long that producers took the slot over; the element was dropped",
-                q.name);
-}
-
 int timedOut(const Queue &q, int r, int64_t timeoutNs) noexcept {
     if (r != -ETIMEDOUT) return r;
     return fail(ETIMEDOUT, "timed out after %lld us waiting for %s on \"%s\"", (long long)(timeoutNs / 1000),
@@ -95,13 +83,13 @@ int waitOn(Queue &q, int64_t timeoutNs, Op &&op) noexcept {
 int timedPush(join_shm_queue *handle, const void *element, int64_t timeoutNs) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_PRODUCER, element, &err);
-    return q ? cancelled(*q, waitOn(*q, timeoutNs, [&] { return tryPush(*q, element); })) : err;
+    return q ? waitOn(*q, timeoutNs, [&] { return tryPush(*q, element); }) : err;
 }
 
 int timedPop(join_shm_queue *handle, void *element, int64_t timeoutNs) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_CONSUMER, element, &err);
-    return q ? cancelled(*q, waitOn(*q, timeoutNs, [&] { return tryPop(*q, element); })) : err;
+    return q ? waitOn(*q, timeoutNs, [&] { return tryPop(*q, element); }) : err;
 }
 
 // Hands out one claimed slot for zero-copy use.
@@ -225,7 +213,7 @@ int join_shm_unlink(const char *name) noexcept {
 int join_shm_try_push(join_shm_queue *handle, const void *element) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_PRODUCER, element, &err);
-    return q ? cancelled(*q, emptyOrFull(JOIN_SHM_PRODUCER, tryPush(*q, element))) : err;
+    return q ? emptyOrFull(JOIN_SHM_PRODUCER, tryPush(*q, element)) : err;
 }
 
 int join_shm_push(join_shm_queue *q, const void *element) noexcept { return timedPush(q, element, -1); }
@@ -237,7 +225,7 @@ int join_shm_timed_push(join_shm_queue *q, const void *element, int64_t timeout_
 int join_shm_try_pop(join_shm_queue *handle, void *element) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_CONSUMER, element, &err);
-    return q ? cancelled(*q, emptyOrFull(JOIN_SHM_CONSUMER, tryPop(*q, element))) : err;
+    return q ? emptyOrFull(JOIN_SHM_CONSUMER, tryPop(*q, element)) : err;
 }
 
 int join_shm_pop(join_shm_queue *q, void *element) noexcept { return timedPop(q, element, -1); }
@@ -253,7 +241,7 @@ int64_t join_shm_try_push_n(join_shm_queue *handle, const void *elements, uint64
     if (count == 0 || count > INT64_MAX)
         return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
     int64_t r = tryPushN(*q, static_cast<const unsigned char *>(elements), count);
-    return r > 0 ? r : cancelled(*q, emptyOrFull(JOIN_SHM_PRODUCER, static_cast<int>(r)));
+    return r > 0 ? r : emptyOrFull(JOIN_SHM_PRODUCER, static_cast<int>(r));
 }
 
 int64_t join_shm_try_pop_n(join_shm_queue *handle, void *elements, uint64_t count) noexcept {
@@ -263,7 +251,7 @@ int64_t join_shm_try_pop_n(join_shm_queue *handle, void *elements, uint64_t coun
     if (count == 0 || count > INT64_MAX)
         return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
     int64_t r = tryPopN(*q, static_cast<unsigned char *>(elements), count);
-    return r > 0 ? r : cancelled(*q, emptyOrFull(JOIN_SHM_CONSUMER, static_cast<int>(r)));
+    return r > 0 ? r : emptyOrFull(JOIN_SHM_CONSUMER, static_cast<int>(r));
 }
 
 int join_shm_try_reserve(join_shm_queue *handle, void **slot) noexcept {
@@ -285,7 +273,8 @@ int join_shm_commit(join_shm_queue *handle) noexcept {
     if (!q) return err;
     if (!q->outstanding) return failStatic(EINVAL, "commit without a reserved slot");
     q->outstanding = false;
-    return cancelled(*q, publish(*q, {q->outstandingPosition, q->outstandingSlot}, kFull));
+    publish(*q, {q->outstandingPosition, q->outstandingSlot}, kFull);
+    return 0;
 }
 
 int join_shm_try_peek(join_shm_queue *handle, const void **slot) noexcept {
@@ -307,7 +296,8 @@ int join_shm_release(join_shm_queue *handle) noexcept {
     if (!q) return err;
     if (!q->outstanding) return failStatic(EINVAL, "release without a peeked slot");
     q->outstanding = false;
-    return cancelled(*q, releaseRead(*q, {q->outstandingPosition, q->outstandingSlot}));
+    releaseRead(*q, {q->outstandingPosition, q->outstandingSlot});
+    return 0;
 }
 
 int join_shm_cancel(join_shm_queue *handle) noexcept {

@@ -48,13 +48,6 @@ constexpr uint64_t kClaimByConsumer = uint64_t{1} << 32;
 constexpr uint64_t claimTag(uint64_t position, bool consumer, uint32_t pid) noexcept {
     return position << 33 | (consumer ? kClaimByConsumer : 0) | pid;
 }
-// What a peer leaves in claim when it takes a slot over from a claimant it judged dead: a pid no
-// process has (and not 0, the claim of a slot nobody tagged yet). A claimant that finds it there
-// knows the slot is no longer its own.
-constexpr uint32_t kTakenOverPid = 0xffffffffu;
-constexpr uint64_t takenOverMark(uint64_t position, bool consumer) noexcept {
-    return claimTag(position, consumer, kTakenOverPid);
-}
 enum class State : uint32_t { Initialising = 0, Ready = 1 };
 
 struct alignas(2 * kCacheLine) Header {

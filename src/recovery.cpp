@@ -4,12 +4,12 @@
 //    skipped and counted like the slot of a producer closed mid-reservation;
 //  - an MPMC consumer that moved tail past a position and died before freeing the slot stalls
 //    the producers a lap later: a producer frees the slot again, counting the element as skipped.
-// The claimant is judged by the tag it exchanged into the slot right after its cursor CAS. A tag
-// that names another position means the claimant died (or stalls) between its CAS and its tag
-// exchange; such a slot is taken over only after a much longer wait. A take-over first swaps the
-// claim word to a mark by CAS, so a stalled claimant that comes back sees the mark and keeps away
-// (ring.hpp's tagRun); then it moves seq by CAS, and so does the claimant's own finish (publish,
-// releaseRead), so the two can never both use the slot. (Checked by tests/test_model.cpp.)
+// The claimant is judged by the tag it stored into the slot right after its cursor CAS: the slot
+// is taken over only when the tag names this very position and role and its pid is dead. A dead
+// process writes nothing more, so its slot needs no race-proofing against it; the take-over is a
+// CAS only because several peers may attempt it at once. A claimant killed in the few
+// instructions between its CAS and its tag store leaves a slot nobody can judge: that ring then
+// waits, as for a live claimant (README, "Reliability"). tests/test_model.cpp checks the protocol.
 #include "ring.hpp"
 
 namespace join::shm {
@@ -18,8 +18,6 @@ namespace {
 
 // How long a slot must look stuck before we ask whether its claimant lives (a system call or two).
 constexpr int64_t kClaimGraceNs = 2'000'000;
-// How long before taking over a slot whose claimant never tagged it.
-constexpr int64_t kUntaggedClaimGraceNs = 2'000'000'000;
 
 // The slot of `position` has been seen holding stuckSeq. If that lasted long enough and its
 // claimant is dead, move it to recoveredSeq. True when we did.
@@ -38,23 +36,12 @@ bool takeOver(Queue &q, SlotHeader *slot, uint64_t position, uint64_t stuckSeq, 
     }
     const int64_t stuckFor = now - q.stuckSinceNs;
     if (stuckFor < kClaimGraceNs) return false;
-    // Relaxed: the claim word alone decides between us and the claimant (ring.hpp's tagRun), both
-    // by RMW on it; no other memory is ordered through it.
-    uint64_t tag = slot->claim.load(std::memory_order_relaxed);
+    // Relaxed: the tag only names the claimant; it is acted on once that process is dead.
+    const uint64_t tag = slot->claim.load(std::memory_order_relaxed);
     const auto pid = static_cast<uint32_t>(tag);
-    if (pid != 0 && pid != kTakenOverPid && tag == claimTag(position, claimedByConsumer, pid)) {
-        if (processAlive(pid)) {
-            q.stuckSinceNs = now;  // alive but slow: ask again after another grace period
-            return false;
-        }
-    } else if (stuckFor < kUntaggedClaimGraceNs) {
-        return false;
-    }
-    // Mark the slot taken over first: a claimant that tags it after this sees the mark and keeps
-    // away; one that tagged it before makes this CAS fail, and we leave the slot alone.
-    if (!slot->claim.compare_exchange_strong(tag, takenOverMark(position, claimedByConsumer),
-                                             std::memory_order_relaxed)) {
-        q.stuckSinceNs = 0;
+    if (pid == 0 || tag != claimTag(position, claimedByConsumer, pid)) return false;  // not (yet) tagged
+    if (processAlive(pid)) {
+        q.stuckSinceNs = now;  // alive but slow: ask again after another grace period
         return false;
     }
     // Acq_rel: acquire orders our later use of the slot after the claimant's last writes;

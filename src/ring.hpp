@@ -9,9 +9,9 @@
 //    after close or crash. No read-modify-write at all. On SPSC the consumer frees slots through
 //    tail alone (the producer reads it only when its last reading is used up), so the slot's
 //    lines travel from producer to consumer and never back.
-//  - MPSC and MPMC producers, MPMC consumers: claim positions with a CAS on the shared cursor, tag
-//    the slot with their pid, and finish it with a CAS on its seq (not a store): a peer that finds
-//    the claimant dead may take the slot over (recovery.cpp), and the CAS makes that race safe.
+//  - MPSC and MPMC producers, MPMC consumers: claim positions with a CAS on the shared cursor and
+//    tag the slots with their pid, so that a peer can take over the slots of a claimant that died
+//    (recovery.cpp).
 //
 // Batches claim a run of slots with one cursor update and wake sleepers once.
 //
@@ -67,36 +67,25 @@ inline void advanceLone(Queue &q, uint64_t count) noexcept {
     if (q.index >= q.capacity) q.index -= q.capacity;  // count <= capacity
 }
 
-// Recovery from dead claimants (recovery.cpp). Called when a claim found nothing to do; they
-// look at the segment only every kStuckCheckEvery calls, or at every call while something looks
-// stuck. Return true when they freed the way (retry at once).
-constexpr uint32_t kStuckCheckEvery = 64;
+// Recovery from dead claimants (recovery.cpp). Called when a claim found nothing to do, every
+// kStuckCheckEvery such calls: a claim in flight is normal and brief, so looking more often would
+// only make pollers read the other side's cursor line (and the clock) on the hot path. Blocking
+// waits also look before each sleep (stuckSlice). They return true when they freed the way.
+constexpr uint32_t kStuckCheckEvery = 1024;
 bool recoverForConsumer(Queue &q, uint64_t position) noexcept;
 bool recoverForProducer(Queue &q, uint64_t position) noexcept;
 
-// Writes our claim tag into each slot of a run just taken through a shared cursor, and drops the
-// slots a peer took over meanwhile (recovery.cpp: we stalled between the cursor CAS and this
-// exchange for longer than its grace period, and it found no tag of ours). Only a prefix of the
-// run can be taken over: peers reach a later slot only after the earlier ones are finished.
-inline Claim tagRun(const Queue &q, Claim c, bool consumer) noexcept {
-    const auto pid = static_cast<uint32_t>(q.owner);
+// Writes our claim tag into each slot of a run just taken through a shared cursor, so that a peer
+// finding the run stuck can tell whether we died (recovery.cpp).
+inline void tagRun(const Queue &q, const Claim &c, bool consumer) noexcept {
     SlotHeader *s = c.slot;
-    uint64_t lost = 0;
-    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s)) {
-        // Relaxed: the claim word alone decides between us and a recovering peer, both by RMW on
-        // it; no other memory is ordered through it.
-        if (s->claim.exchange(claimTag(c.position + i, consumer, pid), std::memory_order_relaxed) ==
-            takenOverMark(c.position + i, consumer))
-            lost = i + 1;
-    }
-    for (uint64_t i = 0; i < lost; ++i)
-        c.slot = nextSlot(q, c.slot);
-    return {c.position + lost, c.slot, c.count - lost};
+    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
+        // Relaxed: read only to judge whether we died holding the slot; a peer acts on it only
+        // once we are dead, and then nothing of ours can race with it.
+        s->claim.store(claimTag(c.position + i, consumer, static_cast<uint32_t>(q.owner)), std::memory_order_relaxed);
 }
 
-inline bool shouldLookForStuck(Queue &q) noexcept {
-    return q.stuckSinceNs != 0 || ++q.idlePolls % kStuckCheckEvery == 0;
-}
+inline bool shouldLookForStuck(Queue &q) noexcept { return ++q.idlePolls % kStuckCheckEvery == 0; }
 
 // Producer: claims up to `want` consecutive free slots from the next position. 0 or -EAGAIN (full).
 inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
@@ -130,10 +119,10 @@ inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
                 ++n;
             // Relaxed: head only arbitrates among producers; the elements are ordered by seq.
             if (head.compare_exchange_weak(position, position + n, std::memory_order_relaxed)) {
+                c = {position, slot, n};
+                tagRun(q, c, false);
                 q.stuckSinceNs = 0;
-                c = tagRun(q, {position, slot, n}, false);
-                if (c.count > 0) return 0;
-                position = head.load(std::memory_order_relaxed);  // all taken over: claim afresh
+                return 0;
             }
         } else if (diff < 0) {
             // The slot still holds (or is yielding) an element of the last lap.
@@ -145,88 +134,52 @@ inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
     return -EAGAIN;
 }
 
-// Producer: makes claimed slots visible as kFull (or kAbandoned, which consumers skip). 0, or
-// -ECANCELED when a consumer took a slot over because this producer looked dead (it stalled for
-// longer than recovery's grace period between claim and publish): that element is dropped.
-inline int publish(Queue &q, const Claim &c, uint64_t state) noexcept {
-    int r = 0;
+// Producer: makes claimed slots visible as kFull (or kAbandoned, which consumers skip).
+inline void publish(Queue &q, const Claim &c, uint64_t state) noexcept {
     SlotHeader *s = c.slot;
-    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s)) {
-        const uint64_t seq = 4 * (c.position + i);
+    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
         // Release pairs with the consumer's acquire in claimForRead: the element is complete
         // before anyone can see the slot as full.
-        if (!sharedProducers(q)) {
-            s->seq.store(seq + state, std::memory_order_release);
-        } else {
-            uint64_t expected = seq + kFree;
-            if (!s->seq.compare_exchange_strong(expected, seq + state, std::memory_order_release,
-                                                std::memory_order_relaxed))
-                r = -ECANCELED;
-        }
-    }
+        s->seq.store(4 * (c.position + i) + state, std::memory_order_release);
     if (!sharedProducers(q)) {
         advanceLone(q, c.count);
         // Relaxed: the cursor copy is for inspection and for a successor, who re-checks the slot.
         q.header().head.store(q.position, std::memory_order_relaxed);
     }
     notify(q.header().not_empty);
-    return r;
 }
 
-// Consumer: hands claimed slots back to producers (and steps the lone cursor). 0, or
-// -ECANCELED when a producer took a slot over because this consumer looked dead: what was read
-// from that slot may be torn and must not be used.
-inline int releaseRead(Queue &q, const Claim &c) noexcept {
-    int r = 0;
+// Consumer: hands claimed slots back to producers (and steps the lone cursor).
+inline void releaseRead(Queue &q, const Claim &c) noexcept {
     if (!sharedProducers(q)) {
         advanceLone(q, c.count);
         // Release pairs with the SPSC producer's acquire in claimForWrite: our reads of the
         // elements are done before it may write over them.
         q.header().tail.store(q.position, std::memory_order_release);
         notify(q.header().not_full);
-        return r;
+        return;
     }
     SlotHeader *s = c.slot;
-    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s)) {
-        const uint64_t freed = 4 * (c.position + i + q.capacity) + kFree;
+    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
         // Release pairs with the producer's acquire in claimForWrite: our reads of the element
         // are done before the slot can be written again.
-        if (!sharedConsumers(q)) {
-            s->seq.store(freed, std::memory_order_release);
-        } else {
-            // A CAS: a producer may have reclaimed the slot from us (recovery.cpp) if we stalled
-            // past the grace period; then the slot is no longer ours to free.
-            uint64_t expected = 4 * (c.position + i) + kFull;
-            if (!s->seq.compare_exchange_strong(expected, freed, std::memory_order_release, std::memory_order_relaxed))
-                r = -ECANCELED;
-        }
-    }
+        s->seq.store(4 * (c.position + i + q.capacity) + kFree, std::memory_order_release);
     if (!sharedConsumers(q)) {
         advanceLone(q, c.count);
         // Relaxed: as for head in publish.
         q.header().tail.store(q.position, std::memory_order_relaxed);
     }
     notify(q.header().not_full);
-    return r;
 }
 
 // Consumer: frees the abandoned positions at the front of a claimed run and counts them; returns
 // the elements that follow (count 0 when there are none).
 inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
-    uint64_t dropped = 0, counted = 0;
+    uint64_t dropped = 0;
     // Acquire: as in claimForRead (the slot's state was read there already; this re-read is ours).
     while (c.count > 0 && c.slot->seq.load(std::memory_order_acquire) == 4 * c.position + kAbandoned) {
-        // Release (as in releaseRead) without the notify: the caller notifies once. On MPMC a
-        // CAS, as in releaseRead: a producer may have taken the slot over, and then counted it.
-        const uint64_t freed = 4 * (c.position + q.capacity) + kFree;
-        uint64_t expected = 4 * c.position + kAbandoned;
-        if (!sharedConsumers(q)) {
-            c.slot->seq.store(freed, std::memory_order_release);
-            ++counted;
-        } else if (c.slot->seq.compare_exchange_strong(expected, freed, std::memory_order_release,
-                                                       std::memory_order_relaxed)) {
-            ++counted;
-        }
+        // Release (as in releaseRead) without the notify: the caller notifies once.
+        c.slot->seq.store(4 * (c.position + q.capacity) + kFree, std::memory_order_release);
         ++dropped;
         ++c.position;
         --c.count;
@@ -237,7 +190,7 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
             advanceLone(q, dropped);
             q.header().tail.store(q.position, std::memory_order_relaxed);  // relaxed: as in releaseRead
         }
-        q.header().skipped.fetch_add(counted, std::memory_order_relaxed);  // a statistic: orders nothing
+        q.header().skipped.fetch_add(dropped, std::memory_order_relaxed);  // a statistic: orders nothing
         notify(q.header().not_full);
     }
     return c;
@@ -283,10 +236,7 @@ inline int claimForRead(Queue &q, Claim &c, uint64_t want = 1) noexcept {
             std::atomic<uint64_t> &tail = q.header().tail;
             // Relaxed: tail only arbitrates among consumers; the elements are ordered by seq.
             if (!tail.compare_exchange_weak(position, position + n, std::memory_order_relaxed)) continue;
-            const Claim tagged = tagRun(q, {position, slot, n}, true);
-            position = tagged.position;
-            slot = tagged.slot;
-            n = tagged.count;
+            tagRun(q, {position, slot, n}, true);
         }
         q.stuckSinceNs = 0;
         c = dropAbandoned(q, {position, slot, n});
@@ -301,7 +251,7 @@ inline int64_t tryPushN(Queue &q, const unsigned char *from, uint64_t count) noe
     SlotHeader *s = c.slot;
     for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
         std::memcpy(elementOf(q, s), from + i * q.elementSize, q.elementSize);
-    if (int r = publish(q, c, kFull)) return r;
+    publish(q, c, kFull);
     return static_cast<int64_t>(c.count);
 }
 
@@ -311,7 +261,7 @@ inline int64_t tryPopN(Queue &q, unsigned char *to, uint64_t count) noexcept {
     SlotHeader *s = c.slot;
     for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
         std::memcpy(to + i * q.elementSize, elementOf(q, s), q.elementSize);
-    if (int r = releaseRead(q, c)) return r;
+    releaseRead(q, c);
     return static_cast<int64_t>(c.count);
 }
 

@@ -101,9 +101,10 @@ private:
 // Recovery: a consumer finding seq == 4p with head > p and p's claimant dead CASes seq to 4p+2
 // (abandoned); an MPMC producer finding seq == 4(p-cap)+1 with tail > p-cap and that position's
 // consumer dead CASes it to 4p and counts a skip. The model knows exactly who is dead (the library
-// learns it from the pid+position tag, or after a long wait when the claimant died before
-// tagging). It can also let peers misjudge a live claimant that stalls past the grace period as
-// dead, as the library may, to check that the CASes keep that race safe.
+// learns it from the pid+position tag, and takes over nothing else). Since a dead claimant never
+// acts again, the model's CAS finishes behave as the library's plain-store finishes there. The
+// model can also let peers misjudge a live claimant as dead, which the library never does, to
+// show what that would cost and that CAS finishes would be needed then.
 //
 // A thread that finds nothing to do (full, empty, claimant alive) blocks, and runs again only
 // once a fresh attempt from the current state would not block again: the library polls or

@@ -10,9 +10,6 @@
  *    full/empty, -ETIMEDOUT, -EBUSY role taken, -EPROTO not a join-shm segment (or corrupt),
  *    other -errno values from the OS as they come. No call aborts, throws or prints.
  *  - join_shm_last_error_detail() gives one sentence about the calling thread's last failure.
- *  - -ECANCELED from a push, pop, commit or release: this handle stalled mid-operation for so long
- *    (seconds) that peers judged it dead and took its slot over; that call's elements are dropped
- *    and counted in join_shm_stats.skipped. Only a stopped process (or a corrupt segment) sees it.
  *  - Timeouts are relative nanoseconds on CLOCK_MONOTONIC: negative waits forever, 0 tries once.
  *  - A handle belongs to the process that opened it and to one thread at a time. After fork()
  *    the child may only close an inherited handle.
