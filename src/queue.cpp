@@ -8,7 +8,6 @@
 #include <pthread.h>
 #include <unistd.h>
 #include <cerrno>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 
@@ -29,26 +28,6 @@ std::atomic<uint32_t> *roleHolder(Queue &q) noexcept {
     if (q.role == JOIN_SHM_PRODUCER) return q.policy == JOIN_SHM_SPSC ? &q.header().producer_pid : nullptr;
     return q.policy == JOIN_SHM_MPMC ? nullptr : &q.header().consumer_pid;
 }
-
-}  // namespace
-
-// A zombie (killed, not yet reaped) counts as dead. Pids are compared within one pid namespace:
-// peers in another namespace look dead or alive at random, which is why sharing rings across pid
-// namespaces is not supported (see README).
-bool processAlive(uint32_t pid) noexcept {
-    if (pid == 0 || pid > static_cast<uint32_t>(INT32_MAX)) return false;
-    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return false;
-    char path[32], stat[256] = {};
-    std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
-    FILE *f = std::fopen(path, "re");
-    if (!f) return true;  // no /proc: trust kill()
-    size_t n = std::fread(stat, 1, sizeof stat - 1, f);
-    std::fclose(f);
-    const char *state = n ? std::strrchr(stat, ')') : nullptr;  // the command name may hold spaces
-    return !(state && state[1] == ' ' && (state[2] == 'Z' || state[2] == 'X'));
-}
-
-namespace {
 
 int claimRole(Queue &q) noexcept {
     std::atomic<uint32_t> *holder = roleHolder(q);

@@ -2,6 +2,7 @@
 // lone producer or consumer, the outstanding zero-copy slot) lives here, never in the segment.
 #pragma once
 
+#include "process.hpp"
 #include "segment.hpp"
 
 #include <join/shm.h>
@@ -58,9 +59,6 @@ struct Queue {
 
 // getpid() without a system call: cached, and refreshed in the child after fork().
 pid_t currentProcess() noexcept;
-
-// Whether pid names a live process; a zombie counts as dead.
-bool processAlive(uint32_t pid) noexcept;
 
 // name must be normalised already (normaliseName).
 int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uint64_t elementSize, uint64_t capacity,

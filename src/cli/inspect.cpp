@@ -149,20 +149,6 @@ SlotSummary summarise(int fd, const Fields &f, const Geometry &g) {
 
 }  // namespace
 
-bool processAlive(uint32_t pid) {
-    if (pid == 0 || pid > static_cast<uint32_t>(INT32_MAX)) return false;
-    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return false;
-    char path[32], stat[512] = {};
-    std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
-    FILE *file = std::fopen(path, "re");
-    if (!file) return true;  // no /proc: trust kill()
-    const size_t n = std::fread(stat, 1, sizeof stat - 1, file);
-    std::fclose(file);
-    // The command name in parentheses may hold anything, ')' included: the state follows the last one.
-    const char *end = n ? std::strrchr(stat, ')') : nullptr;
-    return !(end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X'));
-}
-
 Segment inspect(int dirFd, const std::string &name, bool summariseSlots) {
     Segment s;
     s.name = name;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "../layout.hpp"
+#include "../process.hpp"
 
 #include <sys/stat.h>
 #include <cstdint>
@@ -71,10 +72,6 @@ Segment inspect(int dirFd, const std::string &name, bool summariseSlots);
 // Whether the first eight bytes of NAME (a regular file, opened without following links) are the
 // join-shm magic. For `rm`, which removes only join-shm segments unless forced.
 bool carriesMagic(int dirFd, const std::string &name);
-
-// A live process, in our pid namespace; a zombie counts as dead. Guards pids that kill() would read
-// as process groups (0, above INT32_MAX).
-bool processAlive(uint32_t pid);
 
 const char *policyName(uint32_t policy);  // "SPSC", "MPSC", "MPMC" or "?"
 const char *kindName(Kind kind);          // "missing", "not a regular file", "unreadable", "not join-shm", "ring"
