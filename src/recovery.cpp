@@ -9,7 +9,7 @@
 // process writes nothing more, so its slot needs no race-proofing against it; the take-over is a
 // CAS only because several peers may attempt it at once. A claimant killed in the few
 // instructions between its CAS and its tag store leaves a slot nobody can judge: that ring then
-// waits, as for a live claimant (README, "Reliability"). tests/test_model.cpp checks the protocol.
+// waits, as for a live claimant (README, "Crashed peers"). tests/test_model.cpp checks the protocol.
 #include "ring.hpp"
 
 namespace join::shm {

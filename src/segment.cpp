@@ -1,7 +1,7 @@
 #include "segment.hpp"
 
 #include "error.hpp"
-#include "queue.hpp"
+#include "process.hpp"
 #include "wait.hpp"
 
 #include <join/shm.h>
@@ -213,6 +213,7 @@ int openSegment(const char *name, const Params &params, const SegmentOptions &op
                     (unsigned long long)params.elementSize, (unsigned long long)params.capacity);
     const int64_t timeout = options.openTimeoutNs > 0 ? options.openTimeoutNs : kDefaultOpenTimeoutNs;
     const int64_t deadline = monotonicNs() + timeout;
+    int staleRemoved = 0;
     for (;;) {
         int fd = open(Path(name).text, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
         bool retryAtOnce = false;
@@ -220,7 +221,9 @@ int openSegment(const char *name, const Params &params, const SegmentOptions &op
             int r = attachSegment(fd, name, params, options, out);
             if (r == -ESTALE) {
                 r = unlinkIfSame(name, fd);  // then create it afresh, or attach to a replacement
-                retryAtOnce = true;
+                // Past the deadline only a few times: somebody planting stale segments in a loop
+                // must not keep open from returning.
+                retryAtOnce = ++staleRemoved <= 4;
             }
             close(fd);
             if (r != -EINPROGRESS) return r;
