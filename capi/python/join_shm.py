@@ -246,6 +246,15 @@ def _dst(buffer, size):
     return (ctypes.c_char * size).from_buffer(view)
 
 
+def _attempt(rc, call_name, name):
+    """A try_* call's result: True if it went through, False if it would block; raises otherwise."""
+    if rc == 0:
+        return True
+    if rc == -_errno.EAGAIN:
+        return False
+    _raise(rc, call_name, name)
+
+
 def _wait(fn, handle, arg, timeout, call_name, name):
     """Run a timed_* call: once if timeout is 0, else in slices until done or the deadline."""
     if timeout is None:
@@ -292,7 +301,35 @@ def endpoint_unlink(name):
 
 # --- queues ---
 
-class Queue:
+class _Handle:
+    """What Queue and Endpoint share: one C handle, closed once (also by garbage collection), and
+    usable as a context manager. Subclasses name the C call that closes them in _close_call."""
+
+    _h = None
+    _close_call = None
+
+    def close(self):
+        """Release the role(s) and the mapping(s) (never unlinks). Idempotent."""
+        h, self._h = self._h, None
+        if h is not None and self._close_call is not None:
+            self._close_call(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def _handle(self):
+        if self._h is None:
+            raise ValueError("operation on a closed join_shm handle")
+        return self._h
+
+
+class Queue(_Handle):
     """One side (PRODUCER or CONSUMER) of the ring NAME, created if it does not exist.
 
     mode: permission bits for a segment this call creates (None: 0600). open_timeout: seconds to
@@ -300,6 +337,8 @@ class Queue:
     blocking calls spin before sleeping (None: library default; 0 or less: sleep at once).
     flags: PREFAULT | MLOCK | ALLOW_OTHER_OWNER.
     """
+
+    _close_call = staticmethod(_queue_close)
 
     def __init__(self, name, policy, role, element_size, capacity, *, mode=None, open_timeout=None, spin_ns=None,
                  flags=0):
@@ -328,38 +367,14 @@ class Queue:
         self._buf = ctypes.create_string_buffer(self._size)
         self._many = None
 
-    def close(self):
-        """Release the role and the mapping (never unlinks). Idempotent."""
-        h, self._h = self._h, None
-        if h is not None and _queue_close is not None:
-            _queue_close(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     def __repr__(self):
         state = "closed" if self._h is None else "element_size=%d, capacity=%d" % (self._size, self.capacity)
         return "<join_shm.Queue %r %s>" % (self.name, state)
 
-    def _handle(self):
-        if self._h is None:
-            raise ValueError("operation on a closed join_shm handle")
-        return self._h
-
     def try_push(self, data):
         """Push one element; False if the ring is full."""
-        rc = _try_push(self._handle(), _src(data, self._size))
-        if rc == 0:
-            return True
-        if rc == -_errno.EAGAIN:
-            return False
-        _raise(rc, "join_shm_try_push", self.name)
+        return _attempt(_try_push(self._handle(), _src(data, self._size)), "join_shm_try_push", self.name)
 
     def push(self, data, timeout=None):
         """Push one element, waiting for room up to timeout seconds (None: forever)."""
@@ -367,12 +382,7 @@ class Queue:
 
     def try_pop(self):
         """The oldest element as bytes, or None if the ring is empty."""
-        rc = _try_pop(self._handle(), self._buf)
-        if rc == 0:
-            return self._buf.raw
-        if rc == -_errno.EAGAIN:
-            return None
-        _raise(rc, "join_shm_try_pop", self.name)
+        return self._buf.raw if _attempt(_try_pop(self._handle(), self._buf), "join_shm_try_pop", self.name) else None
 
     def pop(self, timeout=None):
         """The oldest element as bytes, waiting up to timeout seconds (None: forever)."""
@@ -381,12 +391,7 @@ class Queue:
 
     def try_pop_into(self, buffer):
         """Pop into a writable buffer of exactly element_size bytes; False if the ring is empty."""
-        rc = _try_pop(self._handle(), _dst(buffer, self._size))
-        if rc == 0:
-            return True
-        if rc == -_errno.EAGAIN:
-            return False
-        _raise(rc, "join_shm_try_pop", self.name)
+        return _attempt(_try_pop(self._handle(), _dst(buffer, self._size)), "join_shm_try_pop", self.name)
 
     def pop_into(self, buffer, timeout=None):
         """Pop into a writable buffer of exactly element_size bytes, waiting as pop() does."""
@@ -479,8 +484,10 @@ def Consumer(name, policy, element_size, capacity, **options):
 
 # --- endpoints ---
 
-class Endpoint:
+class Endpoint(_Handle):
     """One side (SIDE_A or SIDE_B) of the duplex channel NAME: rings NAME_AB and NAME_BA."""
+
+    _close_call = staticmethod(_endpoint_close)
 
     def __init__(self, name, policy, side, element_size, capacity):
         self._h = None
@@ -495,37 +502,13 @@ class Endpoint:
         self._size = element_size
         self._buf = ctypes.create_string_buffer(element_size)
 
-    def close(self):
-        """Release both roles and mappings (never unlinks). Idempotent."""
-        h, self._h = self._h, None
-        if h is not None and _endpoint_close is not None:
-            _endpoint_close(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     def __repr__(self):
         return "<join_shm.Endpoint %r%s>" % (self.name, " closed" if self._h is None else "")
 
-    def _handle(self):
-        if self._h is None:
-            raise ValueError("operation on a closed join_shm handle")
-        return self._h
-
     def try_send(self, data):
         """Send one message; False if the outbound ring is full."""
-        rc = _try_send(self._handle(), _src(data, self._size))
-        if rc == 0:
-            return True
-        if rc == -_errno.EAGAIN:
-            return False
-        _raise(rc, "join_shm_try_send", self.name)
+        return _attempt(_try_send(self._handle(), _src(data, self._size)), "join_shm_try_send", self.name)
 
     def send(self, data, timeout=None):
         """Send one message, waiting for room up to timeout seconds (None: forever)."""
@@ -534,11 +517,7 @@ class Endpoint:
     def try_receive(self):
         """The oldest inbound message as bytes, or None if there is none."""
         rc = _try_receive(self._handle(), self._buf)
-        if rc == 0:
-            return self._buf.raw
-        if rc == -_errno.EAGAIN:
-            return None
-        _raise(rc, "join_shm_try_receive", self.name)
+        return self._buf.raw if _attempt(rc, "join_shm_try_receive", self.name) else None
 
     def receive(self, timeout=None):
         """The oldest inbound message as bytes, waiting up to timeout seconds (None: forever)."""
