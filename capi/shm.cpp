@@ -101,24 +101,6 @@ int takeSlot(Queue &q, const Claim &c, void **slot) noexcept {
     return 0;
 }
 
-int timedReserve(join_shm_queue *handle, void **slot, int64_t timeoutNs) noexcept {
-    int err = 0;
-    Queue *q = copyable(handle, JOIN_SHM_PRODUCER, slot, &err);
-    if (!q) return err;
-    Claim c;
-    int r = waitOn(*q, timeoutNs, [&] { return claimForWrite(*q, c); });
-    return r ? r : takeSlot(*q, c, slot);
-}
-
-int timedPeek(join_shm_queue *handle, const void **slot, int64_t timeoutNs) noexcept {
-    int err = 0;
-    Queue *q = copyable(handle, JOIN_SHM_CONSUMER, slot, &err);
-    if (!q) return err;
-    Claim c;
-    int r = waitOn(*q, timeoutNs, [&] { return claimForRead(*q, c); });
-    return r ? r : takeSlot(*q, c, const_cast<void **>(slot));
-}
-
 bool validPolicy(int policy) noexcept { return policy >= JOIN_SHM_SPSC && policy <= JOIN_SHM_MPMC; }
 
 int checkOpenArguments(void *out, int policy, uint64_t elementSize, uint64_t capacity) noexcept {
@@ -263,8 +245,13 @@ int join_shm_try_reserve(join_shm_queue *handle, void **slot) noexcept {
     return r ? emptyOrFull(JOIN_SHM_PRODUCER, r) : takeSlot(*q, c, slot);
 }
 
-int join_shm_timed_reserve(join_shm_queue *q, void **slot, int64_t timeout_ns) noexcept {
-    return timedReserve(q, slot, timeout_ns);
+int join_shm_timed_reserve(join_shm_queue *handle, void **slot, int64_t timeout_ns) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_PRODUCER, slot, &err);
+    if (!q) return err;
+    Claim c;
+    int r = waitOn(*q, timeout_ns, [&] { return claimForWrite(*q, c); });
+    return r ? r : takeSlot(*q, c, slot);
 }
 
 int join_shm_commit(join_shm_queue *handle) noexcept {
@@ -286,8 +273,13 @@ int join_shm_try_peek(join_shm_queue *handle, const void **slot) noexcept {
     return r ? emptyOrFull(JOIN_SHM_CONSUMER, r) : takeSlot(*q, c, const_cast<void **>(slot));
 }
 
-int join_shm_timed_peek(join_shm_queue *q, const void **slot, int64_t timeout_ns) noexcept {
-    return timedPeek(q, slot, timeout_ns);
+int join_shm_timed_peek(join_shm_queue *handle, const void **slot, int64_t timeout_ns) noexcept {
+    int err = 0;
+    Queue *q = copyable(handle, JOIN_SHM_CONSUMER, slot, &err);
+    if (!q) return err;
+    Claim c;
+    int r = waitOn(*q, timeout_ns, [&] { return claimForRead(*q, c); });
+    return r ? r : takeSlot(*q, c, const_cast<void **>(slot));
 }
 
 int join_shm_release(join_shm_queue *handle) noexcept {

@@ -207,11 +207,7 @@ public:
 
     /// Give the slot back unfinished (join_shm_cancel): a producer's reservation publishes
     /// nothing, a consumer's element stays to be read again. 0, or -1 if no slot is held.
-    int cancel() noexcept {
-        if (!handle_) return fail(Errc::InvalidParam, "the slot is not held");
-        data_ = nullptr;
-        return result(join_shm_cancel(std::exchange(handle_, nullptr)));
-    }
+    int cancel() noexcept { return finish(join_shm_cancel); }
 
 protected:
     Slot(join_shm_queue *handle, Pointer data, std::size_t size) noexcept : handle_(handle), data_(data), size_(size) {}
