@@ -338,8 +338,9 @@ int join_shm_queue_stats(const join_shm_queue *handle, join_shm_stats *stats) no
     s.pushed = h.head.load(std::memory_order_relaxed);
     s.popped = h.tail.load(std::memory_order_relaxed);
     s.skipped = h.skipped.load(std::memory_order_relaxed);
-    if (q->policy == JOIN_SHM_SPSC) s.producer_pid = h.producer_pid.load(std::memory_order_relaxed);
-    if (q->policy != JOIN_SHM_MPMC) s.consumer_pid = h.consumer_pid.load(std::memory_order_relaxed);
+    // Relaxed: a snapshot for inspection.
+    if (q->policy == JOIN_SHM_SPSC) s.producer_pid = holdingPid(*q, h.producer_holder.load(std::memory_order_relaxed));
+    if (q->policy != JOIN_SHM_MPMC) s.consumer_pid = holdingPid(*q, h.consumer_holder.load(std::memory_order_relaxed));
     std::memcpy(stats, &s, s.size);  // a caller compiled against an older header gets what fits
     return 0;
 }

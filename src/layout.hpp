@@ -9,7 +9,9 @@
 namespace join::shm {
 
 constexpr uint64_t kMagic = 0x314d48534e494f4aULL;  // "JOINSHM1" read as little-endian bytes
-constexpr uint32_t kLayoutVersion = 2;              // 2: claim tags in slots, cursors on separate line pairs
+// 2: claim tags in slots, cursors on separate line pairs. 3: a participant table; tags and role words
+// name holdings of it instead of pids.
+constexpr uint32_t kLayoutVersion = 3;
 constexpr size_t kCacheLine = 64;
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free in shared memory");
@@ -43,11 +45,47 @@ constexpr uint64_t kFree = 0, kFull = 1, kAbandoned = 2;
 constexpr size_t kSlotHeaderSize = sizeof(SlotHeader);
 static_assert(kSlotHeaderSize == 16, "slot header is part of the layout");
 
-// A claim tag: bits 33..63 the position's low 31 bits, bit 32 set for a consumer, bits 0..31 the pid.
-constexpr uint64_t kClaimByConsumer = uint64_t{1} << 32;
-constexpr uint64_t claimTag(uint64_t position, bool consumer, uint32_t pid) noexcept {
-    return position << 33 | (consumer ? kClaimByConsumer : 0) | pid;
+// One handle's membership of a ring (participants.hpp has the protocol). Every handle takes a
+// record when it opens and frees it when it closes; a record left by a process that died is
+// reused once nothing it may have claimed is unresolved.
+struct alignas(kCacheLine) Participant {
+    std::atomic<uint64_t> identity;    // 0: free; else processIdentity(): pid and start time
+    std::atomic<uint32_t> generation;  // bumped by each new holder; its low 24 bits name the holding
+    std::atomic<uint32_t> role;        // JOIN_SHM_PRODUCER or JOIN_SHM_CONSUMER, for inspection
+    std::atomic<uint64_t> intent;      // kNoIntent, or intentFor(): the claim the holder is about to make
+    uint64_t reserved[5];
+};
+static_assert(sizeof(Participant) == kCacheLine);
+constexpr uint32_t kMaxParticipants = 128;     // handles open on one ring at once
+constexpr uint64_t kParticipantsOffset = 512;  // the table follows the Header
+
+// A holding: the record's index (bits 0..7) and its generation (bits 8..31); never 0, as generation 0
+// is skipped. Claim tags and the single-holder role words name holdings.
+constexpr uint32_t kGenerationMask = 0xffffff;
+constexpr uint32_t holdingOf(uint32_t index, uint32_t generation) noexcept {
+    return (generation & kGenerationMask) << 8 | index;
 }
+constexpr uint32_t holdingIndex(uint32_t holding) noexcept { return holding & 0xff; }
+constexpr uint32_t holdingGeneration(uint32_t holding) noexcept { return holding >> 8; }
+
+// A claim tag: bits 33..63 the position's low 31 bits, bit 32 set for a consumer, bits 0..31 the
+// claimant's holding.
+constexpr uint64_t kClaimByConsumer = uint64_t{1} << 32;
+constexpr uint64_t claimTag(uint64_t position, bool consumer, uint32_t holding) noexcept {
+    return position << 33 | (consumer ? kClaimByConsumer : 0) | holding;
+}
+constexpr bool tagNames(uint64_t tag, uint64_t position, bool consumer) noexcept {
+    return (tag >> 32) == ((position << 1 | (consumer ? 1 : 0)) & 0xffffffff) && holdingGeneration(uint32_t(tag)) != 0;
+}
+
+// An intent: "I am about to claim from this position of head (producer) or tail (consumer)". It
+// covers a lap of positions from there, more than any one claim takes.
+constexpr uint64_t kNoIntent = ~uint64_t{0};
+constexpr uint64_t intentFor(uint64_t position, bool consumer) noexcept { return position << 1 | (consumer ? 1 : 0); }
+constexpr bool intentCovers(uint64_t intent, uint64_t position, bool consumer, uint64_t capacity) noexcept {
+    return intent != kNoIntent && (intent & 1) == (consumer ? 1 : 0) && position - (intent >> 1) < capacity;
+}
+
 enum class State : uint32_t { Initialising = 0, Ready = 1 };
 
 struct alignas(2 * kCacheLine) Header {
@@ -63,11 +101,12 @@ struct alignas(2 * kCacheLine) Header {
     std::atomic<uint32_t> state;  // State::Ready once initialised (release), checked by attachers (acquire)
     uint32_t creator_pid;
 
-    // Line 1: who holds the single-holder roles (0: nobody). CAS-claimed; see queue.cpp.
-    alignas(kCacheLine) std::atomic<uint32_t> producer_pid;
-    std::atomic<uint32_t> consumer_pid;
+    // Line 1: the holdings of the single-holder roles (0: nobody). CAS-claimed; see queue.cpp.
+    alignas(kCacheLine) std::atomic<uint32_t> producer_holder;
+    std::atomic<uint32_t> consumer_holder;
     std::atomic<uint64_t> skipped;  // abandoned positions consumers stepped over
-    uint64_t reserved1[6];
+    uint64_t creator_identity;      // creator_pid with its start time (processIdentity)
+    uint64_t reserved1[5];
 
     // Lines 2-3: next position to claim for producers. Written only by producers, so a lone
     // producer keeps the line in its own cache. Cursors get a 128-byte pair each: CPUs fetch lines
@@ -86,12 +125,13 @@ struct alignas(2 * kCacheLine) Header {
 
 static_assert(offsetof(Header, magic) == 0);
 static_assert(offsetof(Header, state) == 56);
-static_assert(offsetof(Header, producer_pid) == 64);
+static_assert(offsetof(Header, producer_holder) == 64);
+static_assert(offsetof(Header, creator_identity) == 80);
 static_assert(offsetof(Header, head) == 128);
 static_assert(offsetof(Header, tail) == 256);
 static_assert(offsetof(Header, not_empty) == 384);
 static_assert(offsetof(Header, not_full) == 448);
-static_assert(sizeof(Header) == 512);
+static_assert(sizeof(Header) == kParticipantsOffset);
 
 // Geometry derived from the user's parameters alone: both creator and attacher compute it and
 // the attacher insists the segment agrees. Returns false when the sizes overflow.
@@ -114,9 +154,10 @@ inline bool computeGeometry(uint64_t elementSize, uint64_t capacity, Geometry &g
     // consumer reading slot i.
     const uint64_t stride = raw / kCacheLine * kCacheLine;
     if (__builtin_mul_overflow(stride, capacity, &slots)) return false;
-    if (__builtin_add_overflow(slots, uint64_t{sizeof(Header)}, &total)) return false;
+    constexpr uint64_t slotsOffset = kParticipantsOffset + kMaxParticipants * sizeof(Participant);
+    if (__builtin_add_overflow(slots, slotsOffset, &total)) return false;
     if (total > kMaxSegmentSize) return false;
-    g = {headerOffset, stride, sizeof(Header), total};
+    g = {headerOffset, stride, slotsOffset, total};
     return true;
 }
 

@@ -1,31 +1,77 @@
-// Whether a peer named by pid in a segment still lives. Shared by the library (roles, recovery)
-// and the join-shm tool, which does not link the library.
+// Whether a peer named in a segment still lives. Shared by the library (roles, recovery,
+// participants) and the join-shm tool, which does not link the library.
+//
+// A pid alone does not name a process for long: pid_max may be 32768 and pids are reused. A
+// process identity is its pid (bits 0..21: Linux never hands out pids of 2^22 or more) with its
+// start time in clock ticks since boot (field 22 of /proc/PID/stat) above it. A process that has
+// died is recognised as dead even when its pid now names another process: the start times differ.
+// Start time 0 means "unknown" (no /proc): then the pid alone is compared. Pids are compared
+// within one pid namespace: peers in another namespace look dead or alive at random, which is why
+// sharing rings across pid namespaces is not supported (see README).
 #pragma once
 
 #include <signal.h>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace join::shm {
 
-// A zombie (killed, not yet reaped) counts as dead. Pids that kill() would read as "every
-// process" (0, or above INT32_MAX) are dead too. Pids are compared within one pid namespace: peers
-// in another namespace look dead or alive at random, which is why sharing rings across pid
-// namespaces is not supported (see README).
-inline bool processAlive(uint32_t pid) noexcept {
-    if (pid == 0 || pid > static_cast<uint32_t>(INT32_MAX)) return false;
-    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return false;
-    char path[32], stat[512] = {};
+constexpr unsigned kIdentityPidBits = 22;
+constexpr uint64_t kIdentityPidMask = (uint64_t{1} << kIdentityPidBits) - 1;
+
+constexpr uint32_t identityPid(uint64_t identity) noexcept {
+    return static_cast<uint32_t>(identity & kIdentityPidMask);
+}
+
+// What /proc/PID/stat says of pid: whether it names a process that has not exited, and its start time.
+struct ProcessStat {
+    bool exists = false;
+    bool exited = false;      // a zombie (killed, not yet reaped) or dead
+    uint64_t startTicks = 0;  // 0 when /proc could not tell
+};
+
+inline ProcessStat readProcessStat(uint32_t pid) noexcept {
+    ProcessStat s;
+    if (pid == 0 || pid > kIdentityPidMask) return s;
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return s;
+    s.exists = true;
+    char path[32], stat[1024] = {};
     std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
     FILE *file = std::fopen(path, "re");
-    if (!file) return true;  // no /proc: trust kill()
+    if (!file) return s;  // no /proc: trust kill()
     const size_t n = std::fread(stat, 1, sizeof stat - 1, file);
     std::fclose(file);
-    // The command name in parentheses may hold anything, ')' included: the state follows the last one.
-    const char *end = n ? std::strrchr(stat, ')') : nullptr;
-    return !(end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X'));
+    // The command name in parentheses may hold anything, ')' included: the state follows the last one,
+    // then fields 4 and on, of which the start time is field 22.
+    const char *p = n ? std::strrchr(stat, ')') : nullptr;
+    if (!p || p[1] != ' ') return s;
+    s.exited = p[2] == 'Z' || p[2] == 'X';
+    p += 2;
+    for (int field = 3; field < 22 && p; ++field) {
+        p = std::strchr(p, ' ');
+        if (p) ++p;
+    }
+    if (p) s.startTicks = std::strtoull(p, nullptr, 10);
+    return s;
 }
+
+// The identity of a live process, or 0 when pid names none.
+inline uint64_t processIdentity(uint32_t pid) noexcept {
+    const ProcessStat s = readProcessStat(pid);
+    if (!s.exists || s.exited) return 0;
+    return (s.startTicks << kIdentityPidBits) | pid;
+}
+
+inline bool identityAlive(uint64_t identity) noexcept {
+    const ProcessStat s = readProcessStat(identityPid(identity));
+    const uint64_t start = identity >> kIdentityPidBits;
+    return s.exists && !s.exited && (start == 0 || s.startTicks == 0 || s.startTicks == start);
+}
+
+// For pids recorded without a start time (the tool's view of foreign fields).
+inline bool processAlive(uint32_t pid) noexcept { return pid <= kIdentityPidMask && identityAlive(pid); }
 
 }  // namespace join::shm

@@ -1,6 +1,7 @@
 #include "queue.hpp"
 
 #include "error.hpp"
+#include "participants.hpp"
 #include "pool.hpp"
 #include "ring.hpp"
 #include "wait.hpp"
@@ -17,37 +18,38 @@ namespace {
 
 HandlePool<Queue> queuePool;
 
-std::atomic<pid_t> cachedPid{0};  // relaxed everywhere: each thread only needs its own process's pid
+std::atomic<pid_t> cachedPid{0};          // relaxed everywhere: each thread only needs its own process's pid
+std::atomic<uint64_t> cachedIdentity{0};  // relaxed: as cachedPid; recomputed when the pid changes
 
 void refreshPid() noexcept { cachedPid.store(getpid(), std::memory_order_relaxed); }
 
 const char *roleName(uint32_t role) noexcept { return role == JOIN_SHM_PRODUCER ? "producer" : "consumer"; }
 
-// The shared word naming the holder of a single-holder role, or nullptr if the role is shared.
+// The shared word naming the holding of a single-holder role, or nullptr if the role is shared.
 std::atomic<uint32_t> *roleHolder(Queue &q) noexcept {
-    if (q.role == JOIN_SHM_PRODUCER) return q.policy == JOIN_SHM_SPSC ? &q.header().producer_pid : nullptr;
-    return q.policy == JOIN_SHM_MPMC ? nullptr : &q.header().consumer_pid;
+    if (q.role == JOIN_SHM_PRODUCER) return q.policy == JOIN_SHM_SPSC ? &q.header().producer_holder : nullptr;
+    return q.policy == JOIN_SHM_MPMC ? nullptr : &q.header().consumer_holder;
 }
 
 int claimRole(Queue &q) noexcept {
     std::atomic<uint32_t> *holder = roleHolder(q);
     if (!holder) return 0;
-    const auto self = static_cast<uint32_t>(q.owner);
     for (int attempt = 0; attempt < 16; ++attempt) {
         // Acquire: pairs with the release when the previous holder let go (releaseRole), so its
         // last cursor store is visible to us.
         uint32_t current = holder->load(std::memory_order_acquire);
-        if (current != 0 && (current == self || processAlive(current)))
-            return fail(EBUSY, "segment \"%s\" already has its %s (pid %u)", q.name, roleName(q.role), current);
+        if (current != 0 && holdingAlive(q, current))
+            return fail(EBUSY, "segment \"%s\" already has its %s (pid %u)", q.name, roleName(q.role),
+                        holdingPid(q, current));
         // Acq_rel: acquire as above; release publishes our claim to later claimants.
-        if (holder->compare_exchange_strong(current, self, std::memory_order_acq_rel)) return 0;
+        if (holder->compare_exchange_strong(current, q.holding, std::memory_order_acq_rel)) return 0;
     }
     return fail(EBUSY, "segment \"%s\": the %s role keeps changing hands", q.name, roleName(q.role));
 }
 
 void releaseRole(Queue &q) noexcept {
     if (std::atomic<uint32_t> *holder = roleHolder(q)) {
-        auto self = static_cast<uint32_t>(q.owner);
+        uint32_t self = q.holding;
         // Release: our cursor stores happen before the next holder's acquire in claimRole.
         holder->compare_exchange_strong(self, 0, std::memory_order_release, std::memory_order_relaxed);
     }
@@ -79,6 +81,17 @@ pid_t currentProcess() noexcept {
     static const bool registered = (pthread_atfork(nullptr, nullptr, refreshPid), refreshPid(), true);
     (void)registered;
     return cachedPid.load(std::memory_order_relaxed);
+}
+
+uint64_t currentIdentity() noexcept {
+    const auto pid = static_cast<uint32_t>(currentProcess());
+    uint64_t identity = cachedIdentity.load(std::memory_order_relaxed);
+    if (identity == 0 || identityPid(identity) != pid) {
+        identity = processIdentity(pid);
+        if (identity == 0) identity = pid;  // we live, whatever /proc says: judged by pid alone
+        cachedIdentity.store(identity, std::memory_order_relaxed);
+    }
+    return identity;
 }
 
 bool isOpenQueue(const Queue *q) noexcept { return q && q->magic == kQueueMagic; }
@@ -117,7 +130,8 @@ int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uin
         q->stride = q->segment.geometry.slot_stride;
         q->headerOffset = q->segment.geometry.header_offset;
         q->mask = (capacity & (capacity - 1)) == 0 ? capacity - 1 : 0;
-        r = claimRole(*q);
+        r = joinParticipants(*q);
+        if (r == 0 && (r = claimRole(*q)) != 0) leaveParticipants(*q);
         if (r != 0) closeSegment(q->segment);
     }
     if (r != 0) {
@@ -153,6 +167,7 @@ void closeQueue(Queue *q) noexcept {
         if (q->outstanding) cancelOutstanding(*q);
         if (q->held) releaseRead(*q, {q->heldPosition, q->heldSlot});  // MPMC: counts as consumed
         releaseRole(*q);
+        leaveParticipants(*q);
     }
     closeSegment(q->segment);
     queuePool.give(q);

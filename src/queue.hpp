@@ -22,6 +22,10 @@ struct Queue {
     uint32_t role = 0;
     pid_t owner = 0;  // the process that opened the handle
     Segment segment;
+    // Our record in the segment's participant table (participants.hpp), and the holding that names
+    // it in claim tags and role words.
+    Participant *self = nullptr;
+    uint32_t holding = 0;
     uint64_t elementSize = 0;
     uint64_t capacity = 0;
     uint64_t stride = 0;
@@ -59,6 +63,8 @@ struct Queue {
 
 // getpid() without a system call: cached, and refreshed in the child after fork().
 pid_t currentProcess() noexcept;
+// processIdentity() of this process, cached per pid.
+uint64_t currentIdentity() noexcept;
 
 // name must be normalised already (normaliseName).
 int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uint64_t elementSize, uint64_t capacity,

@@ -4,28 +4,61 @@
 //    skipped and counted like the slot of a producer closed mid-reservation;
 //  - an MPMC consumer that moved tail past a position and died before freeing the slot stalls
 //    the producers a lap later: a producer frees the slot again, counting the element as skipped.
-// The claimant is judged by the tag it stored into the slot right after its cursor CAS: the slot
-// is taken over only when the tag names this very position and role and its pid is dead. A dead
-// process writes nothing more, so its slot needs no race-proofing against it; the take-over is a
-// CAS only because several peers may attempt it at once. A claimant killed in the few
-// instructions between its CAS and its tag store leaves a slot nobody can judge: that ring then
-// waits, as for a live claimant (README, "Crashed peers"). tests/test_model.cpp checks the protocol.
+// Whether the claimant is dead is judged from its tag or, if it died before tagging, from the
+// participants' intents (participants.hpp), at any instruction it may have died at. A dead process
+// writes nothing more, so its slot needs no race-proofing against it; the take-over is a CAS only
+// because several peers may attempt it at once. tests/test_model.cpp checks the protocol.
+#include "participants.hpp"
 #include "ring.hpp"
 
 namespace join::shm {
 
 namespace {
 
-// How long a slot must look stuck before we ask whether its claimant lives (a system call or two).
+// How long a slot must look stuck before we ask whether its claimant lives (system calls).
 constexpr int64_t kClaimGraceNs = 2'000'000;
 
-// The slot of `position` has been seen holding stuckSeq. If that lasted long enough and its
-// claimant is dead, move it to recoveredSeq. True when we did.
-bool takeOver(Queue &q, SlotHeader *slot, uint64_t position, uint64_t stuckSeq, uint64_t recoveredSeq,
-              bool claimedByConsumer) noexcept {
-    // Relaxed: only a hint; the CAS below decides.
-    if (slot->seq.load(std::memory_order_relaxed) != stuckSeq) {
-        q.stuckSinceNs = 0;
+// Whether the cursor of a side has moved past position. Acquire: the judge then sees the intent
+// that position's claimant stored before its CAS (participants.hpp).
+bool claimed(const Queue &q, uint64_t position, bool consumerSide) noexcept {
+    const std::atomic<uint64_t> &cursor = consumerSide ? q.header().tail : q.header().head;
+    return static_cast<int64_t>(cursor.load(std::memory_order_acquire) - position) > 0;
+}
+
+// Whether the slot of a claimed position is unfinished: still free (producer side), or still full
+// or abandoned (consumer side, which was about to step over it). Gives the state a take-over
+// moves it to.
+bool unfinished(const Queue &q, const SlotHeader *slot, uint64_t position, bool consumerSide, uint64_t &seq,
+                uint64_t &recovered) noexcept {
+    // Relaxed: only picks what to try; takeOver's CAS decides.
+    seq = slot->seq.load(std::memory_order_relaxed);
+    if (!consumerSide) {
+        recovered = 4 * position + kAbandoned;  // the consumer's claim then skips and counts it
+        return seq == 4 * position + kFree;
+    }
+    recovered = 4 * (position + q.capacity) + kFree;
+    return seq == 4 * position + kFull || seq == 4 * position + kAbandoned;
+}
+
+bool takeOver(Queue &q, SlotHeader *slot, bool consumerSide, uint64_t stuck, uint64_t recovered) noexcept {
+    // Acq_rel: acquire orders our later use of the slot after the claimant's last writes;
+    // release hands the slot on as ring.hpp's publish/releaseRead would have.
+    if (!slot->seq.compare_exchange_strong(stuck, recovered, std::memory_order_acq_rel, std::memory_order_relaxed))
+        return false;
+    if (consumerSide) {
+        q.header().skipped.fetch_add(1, std::memory_order_relaxed);  // a statistic: orders nothing
+        notify(q.header().not_full);
+    }
+    return true;
+}
+
+// Takes over position (of a side) once its slot has looked stuck for the grace period and its
+// claimant is dead. True when we did.
+bool recover(Queue &q, uint64_t position, bool consumerSide) noexcept {
+    SlotHeader *slot = slotOf(q, position);
+    uint64_t stuck, recovered;
+    if (!claimed(q, position, consumerSide) || !unfinished(q, slot, position, consumerSide, stuck, recovered)) {
+        q.stuckSinceNs = 0;  // simply empty or full
         return false;
     }
     const int64_t now = monotonicNs();
@@ -34,56 +67,44 @@ bool takeOver(Queue &q, SlotHeader *slot, uint64_t position, uint64_t stuckSeq, 
         q.stuckSinceNs = now;
         return false;
     }
-    const int64_t stuckFor = now - q.stuckSinceNs;
-    if (stuckFor < kClaimGraceNs) return false;
-    // Relaxed: the tag only names the claimant; it is acted on once that process is dead.
-    const uint64_t tag = slot->claim.load(std::memory_order_relaxed);
-    const auto pid = static_cast<uint32_t>(tag);
-    if (pid == 0 || tag != claimTag(position, claimedByConsumer, pid)) return false;  // not (yet) tagged
-    if (processAlive(pid)) {
-        q.stuckSinceNs = now;  // alive but slow: ask again after another grace period
+    if (now - q.stuckSinceNs < kClaimGraceNs) return false;
+    if (judgeClaimant(q, slot, position, consumerSide) != Claimant::Dead) {
+        q.stuckSinceNs = now;  // alive, or maybe: ask again after another grace period
         return false;
     }
-    // Acq_rel: acquire orders our later use of the slot after the claimant's last writes;
-    // release hands the slot on as ring.hpp's publish/releaseRead would have.
-    uint64_t expected = stuckSeq;
-    const bool took =
-        slot->seq.compare_exchange_strong(expected, recoveredSeq, std::memory_order_acq_rel, std::memory_order_relaxed);
     q.stuckSinceNs = 0;
-    return took;
+    return takeOver(q, slot, consumerSide, stuck, recovered);
 }
 
 }  // namespace
 
-bool recoverForConsumer(Queue &q, uint64_t position) noexcept {
-    // Relaxed: a stale head can only make us wait for the next look.
-    const uint64_t head = q.header().head.load(std::memory_order_relaxed);
-    if (static_cast<int64_t>(head - position) <= 0) {  // nothing claimed there: simply empty
-        q.stuckSinceNs = 0;
-        return false;
-    }
-    // Abandoned: the consumer's claim then skips and counts it.
-    return takeOver(q, slotOf(q, position), position, 4 * position + kFree, 4 * position + kAbandoned, false);
-}
+bool recoverForConsumer(Queue &q, uint64_t position) noexcept { return recover(q, position, false); }
 
 bool recoverForProducer(Queue &q, uint64_t position) noexcept {
     if (q.policy != JOIN_SHM_MPMC || position < q.capacity) return false;  // lone consumers resume by themselves
-    const uint64_t previous = position - q.capacity;
-    // Relaxed: as head above.
-    const uint64_t tail = q.header().tail.load(std::memory_order_relaxed);
-    if (static_cast<int64_t>(tail - previous) <= 0) {  // not taken by a consumer: simply full
-        q.stuckSinceNs = 0;
-        return false;
+    // The consumer of a lap ago may have died holding an element, or holding an abandoned position
+    // it was about to step over; either way the position was never finished, and we count it.
+    return recover(q, position - q.capacity, true);
+}
+
+bool settleIntent(Queue &q, uint64_t intent) noexcept {
+    if (intent == kNoIntent) return true;
+    const bool consumerSide = intent & 1;
+    if (consumerSide ? !sharedConsumers(q) : !sharedProducers(q)) return true;  // claims nothing through a cursor
+    for (uint64_t position = intent >> 1, n = 0; n < q.capacity; ++position, ++n) {
+        if (!claimed(q, position, consumerSide)) return true;  // nor anything after it
+        SlotHeader *slot = slotOf(q, position);
+        uint64_t stuck, recovered;
+        if (!unfinished(q, slot, position, consumerSide, stuck, recovered)) continue;
+        switch (judgeClaimant(q, slot, position, consumerSide)) {
+            case Claimant::Alive:  // its tag names a live claimant: not ours to settle
+                continue;
+            case Claimant::Unsure:
+                return false;
+            case Claimant::Dead:
+                takeOver(q, slot, consumerSide, stuck, recovered);  // or somebody else just did
+        }
     }
-    // The consumer may have died holding an element, or holding an abandoned position it was
-    // about to step over; either way the position was never finished, and we count it.
-    SlotHeader *slot = slotOf(q, position);
-    // Relaxed: only picks which state to try; takeOver's CAS decides.
-    const uint64_t seq = slot->seq.load(std::memory_order_relaxed);
-    const uint64_t stuckSeq = seq == 4 * previous + kAbandoned ? seq : 4 * previous + kFull;
-    if (!takeOver(q, slot, previous, stuckSeq, 4 * position + kFree, true)) return false;
-    q.header().skipped.fetch_add(1, std::memory_order_relaxed);  // a statistic: orders nothing
-    notify(q.header().not_full);
     return true;
 }
 

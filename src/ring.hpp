@@ -9,9 +9,10 @@
 //    after close or crash. No read-modify-write at all. On SPSC the consumer frees slots through
 //    tail alone (the producer reads it only when its last reading is used up), so the slot's
 //    lines travel from producer to consumer and never back.
-//  - MPSC and MPMC producers, MPMC consumers: claim positions with a CAS on the shared cursor and
-//    tag the slots with their pid, so that a peer can take over the slots of a claimant that died
-//    (recovery.cpp).
+//  - MPSC and MPMC producers, MPMC consumers: claim positions with a CAS on the shared cursor,
+//    announced beforehand in their participant record, and tag the slots with their holding, so
+//    that a peer can take over the slots of a claimant that died at any instruction
+//    (participants.hpp, recovery.cpp).
 //
 // Batches claim a run of slots with one cursor update and wake sleepers once.
 //
@@ -20,6 +21,7 @@
 // bounded, so a corrupt segment makes a call fail, never hang.
 #pragma once
 
+#include "participants.hpp"
 #include "queue.hpp"
 #include "wait.hpp"
 
@@ -74,15 +76,20 @@ inline void advanceLone(Queue &q, uint64_t count) noexcept {
 constexpr uint32_t kStuckCheckEvery = 1024;
 bool recoverForConsumer(Queue &q, uint64_t position) noexcept;
 bool recoverForProducer(Queue &q, uint64_t position) noexcept;
+// Resolves every position a dead holder's intent covers, so that its record can be reused. False
+// while a live participant's claim may be among them.
+bool settleIntent(Queue &q, uint64_t intent) noexcept;
 
-// Writes our claim tag into each slot of a run just taken through a shared cursor, so that a peer
-// finding the run stuck can tell whether we died (recovery.cpp).
-inline void tagRun(const Queue &q, const Claim &c, bool consumer) noexcept {
+// Writes our claim tag into each slot of a run just taken through a shared cursor, then drops
+// the intent that covered the run until now, so that a peer finding the run stuck can tell
+// whether we died (participants.hpp).
+inline void tagRun(Queue &q, const Claim &c, bool consumer) noexcept {
     SlotHeader *s = c.slot;
     for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
-        // Relaxed: read only to judge whether we died holding the slot; a peer acts on it only
-        // once we are dead, and then nothing of ours can race with it.
-        s->claim.store(claimTag(c.position + i, consumer, static_cast<uint32_t>(q.owner)), std::memory_order_relaxed);
+        // Relaxed: dropIntent's release publishes it; a peer acts on it only once we are dead,
+        // and then nothing of ours can race with it.
+        s->claim.store(claimTag(c.position + i, consumer, q.holding), std::memory_order_relaxed);
+    dropIntent(q);
 }
 
 inline bool shouldLookForStuck(Queue &q) noexcept { return ++q.idlePolls % kStuckCheckEvery == 0; }
@@ -107,6 +114,7 @@ inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
     std::atomic<uint64_t> &head = q.header().head;
     // Relaxed: a stale head only costs a retry; the slots' seq decide.
     uint64_t position = head.load(std::memory_order_relaxed);
+    bool announced = false;  // our intent names a claim we may not have made: drop it before leaving
     for (int attempt = 0; attempt < kMaxClaimAttempts; ++attempt) {
         SlotHeader *slot = slotOf(q, position), *s = slot;
         // Acquire: same pairing with releaseRead as above.
@@ -117,8 +125,12 @@ inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
             uint64_t n = 1;
             while (n < want && (s = nextSlot(q, s))->seq.load(std::memory_order_acquire) == 4 * (position + n))
                 ++n;
-            // Relaxed: head only arbitrates among producers; the elements are ordered by seq.
-            if (head.compare_exchange_weak(position, position + n, std::memory_order_relaxed)) {
+            announceClaim(q, position, false);
+            announced = true;
+            // Release: our intent is visible to whoever sees head past position (participants.hpp).
+            // Otherwise head only arbitrates among producers; the elements are ordered by seq.
+            if (head.compare_exchange_weak(position, position + n, std::memory_order_release,
+                                           std::memory_order_relaxed)) {
                 c = {position, slot, n};
                 tagRun(q, c, false);
                 q.stuckSinceNs = 0;
@@ -126,11 +138,12 @@ inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
             }
         } else if (diff < 0) {
             // The slot still holds (or is yielding) an element of the last lap.
-            if (!shouldLookForStuck(q) || !recoverForProducer(q, position)) return -EAGAIN;
+            if (!shouldLookForStuck(q) || !recoverForProducer(q, position)) break;
         } else {
             position = head.load(std::memory_order_relaxed);  // claimed by another producer
         }
     }
+    if (announced) dropIntent(q);
     return -EAGAIN;
 }
 
@@ -204,6 +217,7 @@ inline int claimForRead(Queue &q, Claim &c, uint64_t want = 1) noexcept {
         c = {q.heldPosition, q.heldSlot, 1};
         return 0;
     }
+    bool announced = false;  // as in claimForWrite
     for (int attempt = 0; attempt < kMaxClaimAttempts; ++attempt) {
         uint64_t position;
         SlotHeader *slot;
@@ -230,18 +244,24 @@ inline int claimForRead(Queue &q, Claim &c, uint64_t want = 1) noexcept {
             const auto diff = static_cast<int64_t>(slot->seq.load(std::memory_order_relaxed) - (4 * position + kFull));
             if (diff > 0 && sharedConsumers(q)) continue;  // taken by another consumer: reload tail
             if (sharedProducers(q) && shouldLookForStuck(q) && recoverForConsumer(q, position)) continue;
-            return -EAGAIN;
+            break;
         }
         if (sharedConsumers(q)) {
             std::atomic<uint64_t> &tail = q.header().tail;
-            // Relaxed: tail only arbitrates among consumers; the elements are ordered by seq.
-            if (!tail.compare_exchange_weak(position, position + n, std::memory_order_relaxed)) continue;
+            announceClaim(q, position, true);
+            announced = true;
+            // Release: as head's in claimForWrite. Otherwise tail only arbitrates among consumers.
+            if (!tail.compare_exchange_weak(position, position + n, std::memory_order_release,
+                                            std::memory_order_relaxed))
+                continue;
+            announced = false;  // tagRun drops it
             tagRun(q, {position, slot, n}, true);
         }
         q.stuckSinceNs = 0;
         c = dropAbandoned(q, {position, slot, n});
         if (c.count > 0) return 0;
     }
+    if (announced) dropIntent(q);
     return -EAGAIN;
 }
 

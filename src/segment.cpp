@@ -52,6 +52,7 @@ int mapSegment(int fd, uint64_t size, const SegmentOptions &options, Segment &ou
         return fail(err, "cannot lock %llu bytes in memory: %s", (unsigned long long)size, std::strerror(err));
     }
     out.header = static_cast<Header *>(base);
+    out.participants = reinterpret_cast<Participant *>(static_cast<unsigned char *>(base) + kParticipantsOffset);
     out.slots = static_cast<unsigned char *>(base) + out.geometry.slots_offset;
     out.mapSize = size;
     return 0;
@@ -81,6 +82,7 @@ int createSegment(const char *name, const Params &params, const SegmentOptions &
         h.slots_offset = out.geometry.slots_offset;
         h.total_size = out.geometry.total_size;
         h.creator_pid = static_cast<uint32_t>(getpid());
+        h.creator_identity = processIdentity(h.creator_pid);
         for (uint64_t i = 0; i < params.capacity; ++i) {
             auto *slot =
                 reinterpret_cast<SlotHeader *>(out.slots + i * out.geometry.slot_stride + out.geometry.header_offset);
@@ -144,7 +146,11 @@ int attachSegment(int fd, const char *name, const Params &params, const SegmentO
         // Our own creators link the name only once the segment is ready; this one was made by
         // something else (an older writer, a crash in a foreign tool). Nobody can hold a segment
         // that never became ready, so once its creator is gone it is ours to replace.
-        return processAlive(readU32(raw, offsetof(Header, creator_pid))) ? -EINPROGRESS : -ESTALE;
+        const uint64_t creator = readU64(raw, offsetof(Header, creator_identity));
+        const uint32_t creatorPid = readU32(raw, offsetof(Header, creator_pid));
+        // A writer that left no identity is judged by its pid alone.
+        const bool alive = identityPid(creator) == creatorPid ? identityAlive(creator) : processAlive(creatorPid);
+        return alive ? -EINPROGRESS : -ESTALE;
     }
 
     uint32_t policy = readU32(raw, offsetof(Header, policy));
@@ -246,6 +252,7 @@ void closeSegment(Segment &segment) noexcept {
     // The geometry stays: it belongs to the parameters, and a creator that lost the race to
     // link its segment goes on to attach with it.
     segment.header = nullptr;
+    segment.participants = nullptr;
     segment.slots = nullptr;
     segment.mapSize = 0;
 }

@@ -26,7 +26,8 @@ struct SegmentOptions {
 
 struct Segment {
     Header *header = nullptr;
-    unsigned char *slots = nullptr;  // slot 0
+    Participant *participants = nullptr;  // kMaxParticipants records
+    unsigned char *slots = nullptr;       // slot 0
     uint64_t mapSize = 0;
     Geometry geometry{};
 };

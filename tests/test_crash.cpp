@@ -945,6 +945,17 @@ public:
     layout::SlotHeader &slot(uint64_t position) {
         return *reinterpret_cast<layout::SlotHeader *>(element(position) + g_.header_offset);
     }
+    layout::Participant &participant(uint32_t index) {
+        return reinterpret_cast<layout::Participant *>(base_ + layout::kParticipantsOffset)[index];
+    }
+    // Makes record `index` look held by the process `identity` names, and returns that holding.
+    uint32_t forgeHolding(uint32_t index, uint64_t identity, uint64_t intent = layout::kNoIntent) {
+        layout::Participant &r = participant(index);
+        r.identity.store(identity);
+        r.intent.store(intent);
+        r.generation.store(r.generation.load() + 1);
+        return layout::holdingOf(index, r.generation.load());
+    }
 
 private:
     layout::Geometry g_;
@@ -1269,7 +1280,7 @@ TEST_CASE("a lone consumer or producer killed midway through a batch is resumed 
             Mapping map(name.name, sizeof(Message), capacity);
             for (uint64_t position = 0; position < 3; ++position)
                 map.slot(position).seq.store(4 * (position + capacity) + layout::kFree);
-            map.header().consumer_pid.store(static_cast<uint32_t>(deadPid()));
+            map.header().consumer_holder.store(map.forgeHolding(100, static_cast<uint64_t>(deadPid())));
             REQUIRE(map.header().tail.load() == 0);
         }
         Handle consumer;
@@ -1311,7 +1322,7 @@ TEST_CASE("a lone consumer or producer killed midway through a batch is resumed 
                 std::memcpy(map.element(position), &m, sizeof m);
                 map.slot(position).seq.store(4 * position + layout::kFull);
             }
-            map.header().producer_pid.store(static_cast<uint32_t>(deadPid()));
+            map.header().producer_holder.store(map.forgeHolding(100, static_cast<uint64_t>(deadPid())));
             REQUIRE(map.header().head.load() == 2);
         }
         Handle producer, consumer;

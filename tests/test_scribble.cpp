@@ -474,11 +474,21 @@ void scribble(const char *name, const Plan &plan, Shared &shared, unsigned parti
 
     using layout::Header;
     static const size_t fields[] = {
-        offsetof(Header, magic),        offsetof(Header, version),      offsetof(Header, policy),
-        offsetof(Header, element_size), offsetof(Header, capacity),     offsetof(Header, slot_stride),
-        offsetof(Header, slots_offset), offsetof(Header, total_size),   offsetof(Header, state),
-        offsetof(Header, producer_pid), offsetof(Header, consumer_pid), offsetof(Header, skipped),
-        offsetof(Header, head),         offsetof(Header, tail),         offsetof(Header, not_empty),
+        offsetof(Header, magic),
+        offsetof(Header, version),
+        offsetof(Header, policy),
+        offsetof(Header, element_size),
+        offsetof(Header, capacity),
+        offsetof(Header, slot_stride),
+        offsetof(Header, slots_offset),
+        offsetof(Header, total_size),
+        offsetof(Header, state),
+        offsetof(Header, producer_holder),
+        offsetof(Header, consumer_holder),
+        offsetof(Header, skipped),
+        offsetof(Header, head),
+        offsetof(Header, tail),
+        offsetof(Header, not_empty),
         offsetof(Header, not_full),
     };
     const layout::Geometry g = geometry();
@@ -488,7 +498,7 @@ void scribble(const char *name, const Plan &plan, Shared &shared, unsigned parti
     while (!shared.stop.load(std::memory_order_relaxed) && writes < maxWrites) {
         if (writes == restoreAt) {
             for (size_t i = 0; i < pristine.size(); ++i)
-                if (i * 8 < offsetof(Header, producer_pid) || i * 8 >= offsetof(Header, head))
+                if (i * 8 < offsetof(Header, producer_holder) || i * 8 >= offsetof(Header, head))
                     __atomic_store_n(reinterpret_cast<uint64_t *>(bytes) + i, pristine[i], __ATOMIC_RELAXED);
             restoreAt += 64 + rng.below(448);
         }
@@ -503,10 +513,10 @@ void scribble(const char *name, const Plan &plan, Shared &shared, unsigned parti
         }
         // The identity line (magic, parameters, geometry, state) is what attach validates; broken
         // for good, it would only make every later open fail. Broken for a moment, it makes some.
-        if (offset < offsetof(Header, producer_pid) && identityRestoreAt == 0)
+        if (offset < offsetof(Header, producer_holder) && identityRestoreAt == 0)
             identityRestoreAt = writes + 1 + rng.below(4);
         if (writes == identityRestoreAt) {
-            for (size_t i = 0; i < offsetof(Header, producer_pid) / 8; ++i)
+            for (size_t i = 0; i < offsetof(Header, producer_holder) / 8; ++i)
                 __atomic_store_n(reinterpret_cast<uint64_t *>(bytes) + i, pristine[i], __ATOMIC_RELAXED);
             identityRestoreAt = 0;
         }
@@ -648,12 +658,19 @@ TEST_CASE("an attach to a segment whose header was scribbled over fails cleanly 
           "[scribble]") {
     // Each header field in turn, with each nasty value: the open validates before it maps.
     using layout::Header;
-    const size_t fields[] = {
-        offsetof(Header, magic),        offsetof(Header, version),      offsetof(Header, policy),
-        offsetof(Header, element_size), offsetof(Header, capacity),     offsetof(Header, slot_stride),
-        offsetof(Header, slots_offset), offsetof(Header, total_size),   offsetof(Header, state),
-        offsetof(Header, producer_pid), offsetof(Header, consumer_pid), offsetof(Header, head),
-        offsetof(Header, tail)};
+    const size_t fields[] = {offsetof(Header, magic),
+                             offsetof(Header, version),
+                             offsetof(Header, policy),
+                             offsetof(Header, element_size),
+                             offsetof(Header, capacity),
+                             offsetof(Header, slot_stride),
+                             offsetof(Header, slots_offset),
+                             offsetof(Header, total_size),
+                             offsetof(Header, state),
+                             offsetof(Header, producer_holder),
+                             offsetof(Header, consumer_holder),
+                             offsetof(Header, head),
+                             offsetof(Header, tail)};
     Rng rng(7);
     for (join_shm_policy policy : {JOIN_SHM_SPSC, JOIN_SHM_MPSC, JOIN_SHM_MPMC}) {
         for (size_t field : fields) {

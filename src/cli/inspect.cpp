@@ -71,8 +71,9 @@ Fields parse(const unsigned char *raw) {
     f.totalSize = read<uint64_t>(raw, offsetof(Header, total_size));
     f.state = read<uint32_t>(raw, offsetof(Header, state));
     f.creatorPid = read<uint32_t>(raw, offsetof(Header, creator_pid));
-    f.producerPid = read<uint32_t>(raw, offsetof(Header, producer_pid));
-    f.consumerPid = read<uint32_t>(raw, offsetof(Header, consumer_pid));
+    f.creatorIdentity = read<uint64_t>(raw, offsetof(Header, creator_identity));
+    f.producerHolding = read<uint32_t>(raw, offsetof(Header, producer_holder));
+    f.consumerHolding = read<uint32_t>(raw, offsetof(Header, consumer_holder));
     f.skipped = read<uint64_t>(raw, offsetof(Header, skipped));
     f.head = read<uint64_t>(raw, offsetof(Header, head));
     f.tail = read<uint64_t>(raw, offsetof(Header, tail));
@@ -105,12 +106,36 @@ std::string validate(const Fields &f, uint64_t fileSize, Geometry &g) {
     return {};
 }
 
-Role roleOf(uint32_t pid, bool many) {
+// The records in use, read one by one (the table is part of a validated geometry).
+std::vector<Participant> readParticipants(int fd) {
+    std::vector<Participant> out;
+    for (uint32_t i = 0; i < kMaxParticipants; ++i) {
+        unsigned char raw[sizeof(join::shm::Participant)];
+        if (preadFully(fd, raw, sizeof raw, static_cast<off_t>(kParticipantsOffset + i * sizeof raw)) !=
+            static_cast<ssize_t>(sizeof raw))
+            break;
+        const auto identity = read<uint64_t>(raw, offsetof(join::shm::Participant, identity));
+        if (identity == 0) continue;
+        Participant p;
+        p.index = i;
+        p.generation = read<uint32_t>(raw, offsetof(join::shm::Participant, generation)) & kGenerationMask;
+        p.role = read<uint32_t>(raw, offsetof(join::shm::Participant, role));
+        p.pid = identityPid(identity);
+        p.alive = identityAlive(identity);
+        out.push_back(p);
+    }
+    return out;
+}
+
+Role roleOf(uint32_t holding, bool many, const std::vector<Participant> &participants) {
     Role r;
     r.many = many;
-    if (!many) {
-        r.pid = pid;
-        r.alive = processAlive(pid);
+    if (many) return r;
+    for (const Participant &p : participants) {
+        if (holding != 0 && p.index == holdingIndex(holding) && p.generation == holdingGeneration(holding)) {
+            r.pid = p.pid;
+            r.alive = p.alive;
+        }
     }
     return r;
 }
@@ -205,7 +230,8 @@ Segment inspect(int dirFd, const std::string &name, bool summariseSlots) {
     s.haveHeader = true;
     s.f = parse(raw);
     const Fields &f = s.f;
-    s.creatorAlive = processAlive(f.creatorPid);
+    s.creatorAlive =
+        identityPid(f.creatorIdentity) == f.creatorPid ? identityAlive(f.creatorIdentity) : processAlive(f.creatorPid);
     if (f.version != kLayoutVersion)
         s.corruptWhy = format("layout version %llu, this tool reads version %llu", f.version, kLayoutVersion);
     else if (f.policy < 1 || f.policy > 3)
@@ -222,8 +248,9 @@ Segment inspect(int dirFd, const std::string &name, bool summariseSlots) {
     // As the library's pendingCount: the cursors may be mid-update or lying.
     const auto diff = static_cast<int64_t>(f.head - f.tail);
     s.pending = diff <= 0 ? 0 : static_cast<uint64_t>(diff) > f.capacity ? f.capacity : static_cast<uint64_t>(diff);
-    s.producer = roleOf(f.producerPid, f.policy != 1);  // only SPSC records its producer
-    s.consumer = roleOf(f.consumerPid, f.policy == 3);  // MPMC records no consumer
+    s.participants = readParticipants(fd.fd);
+    s.producer = roleOf(f.producerHolding, f.policy != 1, s.participants);  // only SPSC has one producer
+    s.consumer = roleOf(f.consumerHolding, f.policy == 3, s.participants);  // MPMC has many consumers
     s.consumersSleep = (f.notEmpty & 1) != 0;
     s.producersSleep = (f.notFull & 1) != 0;
     if (summariseSlots) s.slots = summarise(fd.fd, f, s.geometry);

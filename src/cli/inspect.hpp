@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace join::shm::cli {
 
@@ -17,9 +18,17 @@ struct Fields {
     uint64_t magic = 0;
     uint32_t version = 0, policy = 0;
     uint64_t elementSize = 0, capacity = 0, slotStride = 0, slotsOffset = 0, totalSize = 0;
-    uint32_t state = 0, creatorPid = 0, producerPid = 0, consumerPid = 0;
+    uint32_t state = 0, creatorPid = 0, producerHolding = 0, consumerHolding = 0;
+    uint64_t creatorIdentity = 0;
     uint64_t skipped = 0, head = 0, tail = 0;
     uint32_t notEmpty = 0, notFull = 0;  // futex words; bit 0: somebody sleeps on it
+};
+
+// A handle open on the ring, from the segment's participant table.
+struct Participant {
+    uint32_t index = 0, generation = 0, role = 0;  // role: 1 producer, 2 consumer (as join_shm_role)
+    uint32_t pid = 0;
+    bool alive = false;
 };
 
 // Who holds a role, as far as the segment records it.
@@ -59,7 +68,8 @@ struct Segment {
     std::string corruptWhy;
     // Derived from a Ready, consistent header only.
     Geometry geometry{};
-    uint64_t pending = 0;  // head - tail, clamped to [0, capacity]: a snapshot
+    uint64_t pending = 0;                   // head - tail, clamped to [0, capacity]: a snapshot
+    std::vector<Participant> participants;  // the records in use
     Role producer, consumer;
     bool consumersSleep = false, producersSleep = false;
     bool creatorAlive = false;

@@ -430,8 +430,8 @@ void printStat(const Options &o, const Segment &s) {
         line("  total_size", std::to_string(f.totalSize));
         line("  state", fmt::format("{} ({})", f.state, f.state == 1 ? "ready" : f.state == 0 ? "initialising" : "?"));
         line("  creator_pid", roleText(Role{false, f.creatorPid, s.creatorAlive}));
-        line("  producer_pid", roleText(Role{false, f.producerPid, processAlive(f.producerPid)}));
-        line("  consumer_pid", roleText(Role{false, f.consumerPid, processAlive(f.consumerPid)}));
+        line("  producer_holder", fmt::format("{:#x}", f.producerHolding));
+        line("  consumer_holder", fmt::format("{:#x}", f.consumerHolding));
         line("  skipped", std::to_string(f.skipped));
         line("  head", std::to_string(f.head));
         line("  tail", std::to_string(f.tail));
@@ -475,8 +475,8 @@ std::string statJson(const Options &o, const Segment &s, const std::string &endp
                             .add("total_size", f.totalSize)
                             .add("state", uint64_t{f.state})
                             .add("creator_pid", uint64_t{f.creatorPid})
-                            .add("producer_pid", uint64_t{f.producerPid})
-                            .add("consumer_pid", uint64_t{f.consumerPid})
+                            .add("producer_holder", uint64_t{f.producerHolding})
+                            .add("consumer_holder", uint64_t{f.consumerHolding})
                             .add("skipped", f.skipped)
                             .add("head", f.head)
                             .add("tail", f.tail)

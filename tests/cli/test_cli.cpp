@@ -770,8 +770,8 @@ TEST_CASE("Crafted, corrupt and hostile files are reported as such, never truste
     add("init", b, "initialising", "");
     // Pids that kill() would read as "every process" (-1) or a process group must not be used so.
     b = ring;
-    put(b, offsetof(Header, producer_pid), ~uint32_t{0});
-    put(b, offsetof(Header, consumer_pid), uint32_t{1} << 31);
+    put(b, offsetof(Header, producer_holder), ~uint32_t{0});
+    put(b, offsetof(Header, consumer_holder), uint32_t{1} << 31);
     put(b, offsetof(Header, head), uint64_t{5});
     put(b, offsetof(Header, tail), uint64_t{2});
     put(b, offsetof(Header, skipped), uint64_t{7});
@@ -783,7 +783,7 @@ TEST_CASE("Crafted, corrupt and hostile files are reported as such, never truste
     b = ring, put(b, offsetof(Header, head), uint64_t{1000});
     add("ahead", b, "ready", "");
     b = ring, put(b, offsetof(Header, policy), uint32_t{JOIN_SHM_MPSC});
-    put(b, offsetof(Header, consumer_pid), static_cast<uint32_t>(getpid()));
+    put(b, offsetof(Header, consumer_holder), static_cast<uint32_t>(getpid()));
     add("mpsc", b, "ready", "");
     b = ring, put(b, offsetof(Header, policy), uint32_t{JOIN_SHM_MPMC});
     add("mpmc", b, "ready", "");
