@@ -13,6 +13,7 @@
 #include "stress.hpp"
 
 #include "../src/layout.hpp"
+#include "../src/process.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -922,6 +923,20 @@ void checkRingWorks(const char *name, join_shm_policy policy, uint64_t capacity)
     CHECK(join_shm_try_pop(consumer.q, &none) == -EAGAIN);
 }
 
+// The same through handles already open: two laps and one more pass through, content-checked.
+void checkLapsPass(join_shm_queue *producer, join_shm_queue *consumer, uint64_t capacity) {
+    for (uint64_t seq = 100; seq < 100 + 2 * capacity + 1; ++seq) {
+        const Message in = makeMessage(9, seq);
+        REQUIRE(join_shm_try_push(producer, &in) == 0);
+        Message out{};
+        REQUIRE(join_shm_try_pop(consumer, &out) == 0);
+        CHECK(damage(out) == nullptr);
+        CHECK(out.seq == seq);
+    }
+    Message none{};
+    CHECK(join_shm_try_pop(consumer, &none) == -EAGAIN);
+}
+
 // A shared mapping of a ring's file, to leave the slots as a process killed mid-call leaves them.
 class Mapping {
 public:
@@ -1342,6 +1357,202 @@ TEST_CASE("a lone consumer or producer killed midway through a batch is resumed 
         Message m{};
         CHECK(join_shm_try_pop(consumer.q, &m) == -EAGAIN);
     }
+}
+
+// =============================================================================================
+// The claim window and reused pids: a claimant that died after its cursor CAS but before tagging
+// is known only from its participant record's intent (src/participants.hpp). The rings below are
+// left exactly so: the cursor past a position, the slot untagged, a record whose intent covers it.
+
+// Who the forged record says holds the claim.
+enum class Owner { Dead, Live, ReusedPid };
+const char *ownerName(Owner o) {
+    return o == Owner::Dead ? "dead" : o == Owner::Live ? "alive" : "dead, its pid now a live process";
+}
+
+// The identity for a forged record: a dead process, the live child, or the live child's pid with
+// another start time (a process that died and whose pid the child got).
+uint64_t forgedIdentity(Owner owner, Proc &live) {
+    const uint64_t identity = layout::processIdentity(static_cast<uint32_t>(live.pid()));
+    REQUIRE(identity != 0);
+    if (owner == Owner::Live) return identity;
+    if (owner == Owner::ReusedPid) return identity - (uint64_t{1} << layout::kIdentityPidBits);
+    return static_cast<uint64_t>(deadPid());
+}
+
+TEST_CASE("a producer killed between its cursor CAS and its tag is skipped once dead, waited for while alive",
+          "[crash]") {
+    for (join_shm_policy policy : {JOIN_SHM_MPSC, JOIN_SHM_MPMC})
+        for (Owner owner : {Owner::Dead, Owner::Live, Owner::ReusedPid})
+            DYNAMIC_SECTION(stress::policyName(policy) << ", claimant " << ownerName(owner)) {
+                const uint64_t capacity = 4;
+                test::ShmName name("crash-window-p");
+                Handle producer, consumer;
+                REQUIRE(openQueue(&producer.q, name, policy, JOIN_SHM_PRODUCER, capacity) == 0);
+                REQUIRE(openQueue(&consumer.q, name, policy, JOIN_SHM_CONSUMER, capacity) == 0);
+                const Message first = makeMessage(0, 0);
+                REQUIRE(join_shm_try_push(producer.q, &first) == 0);
+                Proc holder(sleepForever);
+                {
+                    Mapping map(name.name, sizeof(Message), capacity);
+                    map.forgeHolding(100, forgedIdentity(owner, holder), layout::intentFor(1, false));
+                    map.header().head.store(2);  // position 1 claimed, its slot untouched and untagged
+                }
+                const Message second = makeMessage(0, 1);
+                REQUIRE(join_shm_try_push(producer.q, &second) == 0);  // lands at position 2
+                Message m{};
+                REQUIRE(join_shm_try_pop(consumer.q, &m) == 0);
+                CHECK(m.seq == 0);
+                if (owner == Owner::Live) {
+                    // Order holds: position 2 waits behind the live claimant of position 1.
+                    CHECK(join_shm_timed_pop(consumer.q, &m, 50 * kMs) == -ETIMEDOUT);
+                    CHECK(statsOf(consumer.q).skipped == 0);
+                    holder.killAndReap();
+                }
+                const int64_t start = nowNs();
+                REQUIRE(join_shm_timed_pop(consumer.q, &m, kPromptNs) == 0);
+                WARN("recovered in " << (nowNs() - start) / 1000 << " us");
+                CHECK(damage(m) == nullptr);
+                CHECK(m.seq == 1);
+                CHECK(statsOf(consumer.q).skipped == 1);
+                checkLapsPass(producer.q, consumer.q, capacity);
+            }
+}
+
+TEST_CASE("an MPMC consumer killed between its cursor CAS and its tag frees producers once dead, not before",
+          "[crash]") {
+    for (Owner owner : {Owner::Dead, Owner::Live, Owner::ReusedPid})
+        DYNAMIC_SECTION("claimant " << ownerName(owner)) {
+            const uint64_t capacity = 2;
+            const join_shm_policy policy = JOIN_SHM_MPMC;
+            test::ShmName name("crash-window-c");
+            Handle producer, consumer;
+            REQUIRE(openQueue(&producer.q, name, policy, JOIN_SHM_PRODUCER, capacity) == 0);
+            REQUIRE(openQueue(&consumer.q, name, policy, JOIN_SHM_CONSUMER, capacity) == 0);
+            for (uint64_t seq = 0; seq < 2; ++seq) {
+                const Message in = makeMessage(0, seq);
+                REQUIRE(join_shm_try_push(producer.q, &in) == 0);
+            }
+            Proc holder(sleepForever);
+            {
+                Mapping map(name.name, sizeof(Message), capacity);
+                map.forgeHolding(100, forgedIdentity(owner, holder), layout::intentFor(0, true));
+                map.header().tail.store(1);  // position 0 claimed by that consumer, never tagged
+            }
+            Message m{};
+            REQUIRE(join_shm_try_pop(consumer.q, &m) == 0);
+            CHECK(m.seq == 1);
+            const Message next = makeMessage(0, 2);  // needs the slot of position 0
+            if (owner == Owner::Live) {
+                CHECK(join_shm_timed_push(producer.q, &next, 50 * kMs) == -ETIMEDOUT);
+                CHECK(statsOf(producer.q).skipped == 0);
+                holder.killAndReap();
+            }
+            const int64_t start = nowNs();
+            REQUIRE(join_shm_timed_push(producer.q, &next, kPromptNs) == 0);
+            WARN("recovered in " << (nowNs() - start) / 1000 << " us");
+            CHECK(statsOf(producer.q).skipped == 1);
+            REQUIRE(join_shm_try_pop(consumer.q, &m) == 0);
+            CHECK(m.seq == 2);
+            checkLapsPass(producer.q, consumer.q, capacity);
+        }
+}
+
+TEST_CASE("a role or a tagged slot held by a dead process whose pid was reused is free again", "[crash]") {
+    Proc live(sleepForever);
+    const uint64_t liveIdentity = layout::processIdentity(static_cast<uint32_t>(live.pid()));
+    REQUIRE(liveIdentity != 0);
+    const uint64_t reused = liveIdentity - (uint64_t{1} << layout::kIdentityPidBits);
+    SECTION("the SPSC and MPSC consumer role") {
+        for (join_shm_policy policy : {JOIN_SHM_SPSC, JOIN_SHM_MPSC}) {
+            test::ShmName name("crash-reuse-role");
+            Handle producer;
+            REQUIRE(openQueue(&producer.q, name, policy, JOIN_SHM_PRODUCER, 4) == 0);
+            {
+                Mapping map(name.name, sizeof(Message), 4);
+                map.header().consumer_holder.store(map.forgeHolding(100, liveIdentity));
+            }
+            Handle refused;
+            CHECK(openQueue(&refused.q, name, policy, JOIN_SHM_CONSUMER, 4) == -EBUSY);
+            CHECK(mentions(join_shm_last_error_detail(), std::to_string(live.pid())));
+            {
+                Mapping map(name.name, sizeof(Message), 4);
+                map.header().consumer_holder.store(map.forgeHolding(100, reused));
+            }
+            Handle consumer;
+            CHECK(openQueue(&consumer.q, name, policy, JOIN_SHM_CONSUMER, 4) == 0);
+        }
+    }
+    SECTION("a reserved slot tagged by that process") {
+        const uint64_t capacity = 4;
+        test::ShmName name("crash-reuse-tag");
+        Handle producer, consumer;
+        REQUIRE(openQueue(&producer.q, name, JOIN_SHM_MPSC, JOIN_SHM_PRODUCER, capacity) == 0);
+        REQUIRE(openQueue(&consumer.q, name, JOIN_SHM_MPSC, JOIN_SHM_CONSUMER, capacity) == 0);
+        {
+            Mapping map(name.name, sizeof(Message), capacity);
+            const uint32_t holding = map.forgeHolding(100, reused);
+            map.slot(0).claim.store(layout::claimTag(0, false, holding));
+            map.header().head.store(1);
+        }
+        const Message in = makeMessage(0, 1);
+        REQUIRE(join_shm_try_push(producer.q, &in) == 0);
+        Message m{};
+        REQUIRE(join_shm_timed_pop(consumer.q, &m, kPromptNs) == 0);
+        CHECK(m.seq == 1);
+        CHECK(statsOf(consumer.q).skipped == 1);
+    }
+}
+
+TEST_CASE("a ring admits 128 handles at once; those of a dead process are reused once its claims are settled",
+          "[crash]") {
+    const uint64_t capacity = 4;
+    const join_shm_policy policy = JOIN_SHM_MPMC;
+    test::ShmName name("crash-table");
+    std::vector<std::unique_ptr<Handle>> handles;
+    for (uint32_t i = 0; i < layout::kMaxParticipants; ++i) {
+        handles.emplace_back(new Handle);
+        REQUIRE(openQueue(&handles.back()->q, name, policy, JOIN_SHM_PRODUCER, capacity) == 0);
+    }
+    Handle extra;
+    CHECK(openQueue(&extra.q, name, policy, JOIN_SHM_CONSUMER, capacity) == -EBUSY);
+    CHECK(mentions(join_shm_last_error_detail(), "128"));
+    handles.pop_back();
+    REQUIRE(openQueue(&extra.q, name, policy, JOIN_SHM_CONSUMER, capacity) == 0);  // the freed record
+    handles.clear();
+
+    // A process holding 127 records dies; one of them was about to claim position 0 (cursor moved,
+    // slot untagged). Opening 127 handles again reuses its records, and settles that position.
+    Proc dead([&] {
+        std::vector<join_shm_queue *> qs(layout::kMaxParticipants - 1);
+        for (join_shm_queue *&q : qs)
+            if (openQueue(&q, name, policy, JOIN_SHM_PRODUCER, capacity) != 0) return 1;
+        raise(SIGKILL);
+        return 2;
+    });
+    dead.reap();
+    REQUIRE(dead.killedBySigkill());
+    {
+        Mapping map(name.name, sizeof(Message), capacity);
+        uint32_t held = 0;
+        for (uint32_t i = 0; i < layout::kMaxParticipants; ++i) {
+            if (map.participant(i).identity.load() == 0) continue;
+            if (++held == 50) map.participant(i).intent.store(layout::intentFor(0, false));
+        }
+        REQUIRE(held == layout::kMaxParticipants);  // 127 of the dead one, and our consumer
+        map.header().head.store(1);
+    }
+    for (uint32_t i = 0; i + 1 < layout::kMaxParticipants; ++i) {
+        handles.emplace_back(new Handle);
+        INFO("handle " << i << ": " << join_shm_last_error_detail());
+        REQUIRE(openQueue(&handles.back()->q, name, policy, JOIN_SHM_PRODUCER, capacity) == 0);
+    }
+    const Message in = makeMessage(0, 1);
+    REQUIRE(join_shm_try_push(handles[0]->q, &in) == 0);
+    Message m{};
+    REQUIRE(join_shm_try_pop(extra.q, &m) == 0);  // position 0 was settled at open: no grace to wait
+    CHECK(m.seq == 1);
+    CHECK(statsOf(extra.q).skipped == 1);
 }
 
 // =============================================================================================
