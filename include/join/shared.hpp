@@ -328,6 +328,9 @@ public:
     const std::string &name() const noexcept { return name_; }
     uint64_t elementSize() const noexcept { return elementSize_; }
     uint64_t capacity() const noexcept { return capacity_; }
+    /// The bytes of element storage, elementSize() * capacity(), open or not (wraps if the product
+    /// does not fit, in which case open() fails).
+    uint64_t size() const noexcept { return elementSize_ * capacity_; }
 
 protected:
     Queue(const std::string &name, uint64_t elementSize, uint64_t capacity)
@@ -492,6 +495,10 @@ template <join_shm_policy Policy>
 class BasicEndpoint {
 public:
     using Side = EndpointSide;
+    /// The sides are also reachable as Endpoint::A and Endpoint::B, as in the original API, where
+    /// the enum is unscoped inside the class.
+    static constexpr Side A = Side::A;
+    static constexpr Side B = Side::B;
 
     BasicEndpoint(Side side, const std::string &name, uint64_t elementSize = 1472, uint64_t capacity = 144)
         : name_(name), side_(side), elementSize_(elementSize), capacity_(capacity) {}
@@ -563,12 +570,18 @@ public:
     /// Free slots outbound and messages waiting inbound; 0 when closed.
     uint64_t available() const noexcept { return join_shm_endpoint_available(handle_); }
     uint64_t pending() const noexcept { return join_shm_endpoint_pending(handle_); }
+    /// Outbound ring full and inbound ring empty, as on queues (a closed object is empty and not
+    /// full): no free slot outbound, no message waiting inbound.
+    bool full() const noexcept { return handle_ && join_shm_endpoint_available(handle_) == 0; }
+    bool empty() const noexcept { return !handle_ || join_shm_endpoint_pending(handle_) == 0; }
 
     /// The parameters given at construction.
     const std::string &name() const noexcept { return name_; }
     Side side() const noexcept { return side_; }
     uint64_t elementSize() const noexcept { return elementSize_; }
     uint64_t capacity() const noexcept { return capacity_; }
+    /// The bytes of element storage in one direction, elementSize() * capacity(), open or not.
+    uint64_t size() const noexcept { return elementSize_ * capacity_; }
 
 private:
     std::string name_;
