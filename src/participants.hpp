@@ -27,7 +27,9 @@
 //
 // Limits: kMaxParticipants (128) handles per ring at once (-EBUSY past it); an intent covers a lap
 // from its position, so positions are assumed below 2^63; a generation has 24 bits, so a tag
-// could be misread only if its record changed hands 2^24 times while the tagged slot stayed stuck.
+// could be misread as alive (a stall, never a loss) only if its record changed hands 2^24 times
+// while the tagged slot stayed stuck. A live process that is stopped (SIGSTOP, a debugger) with a
+// stale intent delays take-overs within a lap of that position until it resumes: it is alive.
 #pragma once
 
 #include "queue.hpp"
@@ -51,8 +53,11 @@ Claimant judgeClaimant(const Queue &q, const SlotHeader *slot, uint64_t position
 
 // The hot half of the protocol, on the claimant's side (ring.hpp).
 inline void announceClaim(Queue &q, uint64_t position, bool consumerSide) noexcept {
-    // Relaxed: the cursor CAS that follows is a release, and orders this store before it.
-    q.self->intent.store(intentFor(position, consumerSide), std::memory_order_relaxed);
+    // The cursor CAS that follows is a release and orders this store before it. Release here too
+    // (free on x86): a judge that reads this newer intent instead of our dropped one must still
+    // see the tags we stored before (C++20 no longer lets a relaxed store extend dropIntent's
+    // release sequence).
+    q.self->intent.store(intentFor(position, consumerSide), std::memory_order_release);
 }
 inline void dropIntent(Queue &q) noexcept {
     // Release: pairs with judgeClaimant's acquire; whoever sees the intent gone sees our tags.

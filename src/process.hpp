@@ -10,7 +10,9 @@
 // sharing rings across pid namespaces is not supported (see README).
 #pragma once
 
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -29,32 +31,39 @@ constexpr uint32_t identityPid(uint64_t identity) noexcept {
 // What /proc/PID/stat says of pid: whether it names a process that has not exited, and its start time.
 struct ProcessStat {
     bool exists = false;
-    bool exited = false;      // a zombie (killed, not yet reaped) or dead
+    bool exited = false;      // dead, or a zombie (killed, not yet reaped) with no thread left
     uint64_t startTicks = 0;  // 0 when /proc could not tell
 };
 
 inline ProcessStat readProcessStat(uint32_t pid) noexcept {
     ProcessStat s;
     if (pid == 0 || pid > kIdentityPidMask) return s;
-    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return s;
+    // Only ESRCH says "no such process"; EPERM is another user's, anything else (a sandbox
+    // refusing kill) tells nothing, and /proc decides.
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return s;
     s.exists = true;
     char path[32], stat[1024] = {};
     std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
-    FILE *file = std::fopen(path, "re");
-    if (!file) return s;  // no /proc: trust kill()
-    const size_t n = std::fread(stat, 1, sizeof stat - 1, file);
-    std::fclose(file);
-    // The command name in parentheses may hold anything, ')' included: the state follows the last one,
-    // then fields 4 and on, of which the start time is field 22.
-    const char *p = n ? std::strrchr(stat, ')') : nullptr;
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return s;  // no /proc: trust kill()
+    const ssize_t n = read(fd, stat, sizeof stat - 1);
+    close(fd);
+    // The command name in parentheses may hold anything, ')' included: the state (field 3) follows
+    // the last one, then the fields up to num_threads (20) and the start time (22).
+    const char *p = n > 0 ? std::strrchr(stat, ')') : nullptr;
     if (!p || p[1] != ' ') return s;
-    s.exited = p[2] == 'Z' || p[2] == 'X';
+    const char state = p[2];
+    uint64_t threads = 0;
     p += 2;
     for (int field = 3; field < 22 && p; ++field) {
         p = std::strchr(p, ' ');
-        if (p) ++p;
+        if (!p) break;
+        ++p;  // now at field + 1
+        if (field + 1 == 20) threads = std::strtoull(p, nullptr, 10);
     }
     if (p) s.startTicks = std::strtoull(p, nullptr, 10);
+    // A main thread that called pthread_exit shows 'Z' while the other threads still run.
+    s.exited = state == 'X' || (state == 'Z' && threads <= 1);
     return s;
 }
 
@@ -73,5 +82,11 @@ inline bool identityAlive(uint64_t identity) noexcept {
 
 // For pids recorded without a start time (the tool's view of foreign fields).
 inline bool processAlive(uint32_t pid) noexcept { return pid <= kIdentityPidMask && identityAlive(pid); }
+
+// A segment's creator, recorded as a pid and (layout 3) an identity; a writer that left no
+// identity is judged by its pid alone.
+inline bool creatorAlive(uint32_t pid, uint64_t identity) noexcept {
+    return identityPid(identity) == pid ? identityAlive(identity) : processAlive(pid);
+}
 
 }  // namespace join::shm

@@ -19,10 +19,15 @@ namespace {
 constexpr int64_t kClaimGraceNs = 2'000'000;
 
 // Whether the cursor of a side has moved past position. Acquire: the judge then sees the intent
-// that position's claimant stored before its CAS (participants.hpp).
-bool claimed(const Queue &q, uint64_t position, bool consumerSide) noexcept {
-    const std::atomic<uint64_t> &cursor = consumerSide ? q.header().tail : q.header().head;
-    return static_cast<int64_t>(cursor.load(std::memory_order_acquire) - position) > 0;
+// that position's claimant stored before its CAS (participants.hpp). `latest` reads it with an
+// RMW, which returns the last value in its modification order: settling a dead holder's intent
+// must not take a stale cursor for "nothing claimed" and free a record a stuck slot depends on
+// (a stale reading elsewhere only makes us look again later).
+bool claimed(Queue &q, uint64_t position, bool consumerSide, bool latest = false) noexcept {
+    std::atomic<uint64_t> &cursor = consumerSide ? q.header().tail : q.header().head;
+    const uint64_t value =
+        latest ? cursor.fetch_add(0, std::memory_order_acquire) : cursor.load(std::memory_order_acquire);
+    return static_cast<int64_t>(value - position) > 0;
 }
 
 // Whether the slot of a claimed position is unfinished: still free (producer side), or still full
@@ -92,7 +97,7 @@ bool settleIntent(Queue &q, uint64_t intent) noexcept {
     const bool consumerSide = intent & 1;
     if (consumerSide ? !sharedConsumers(q) : !sharedProducers(q)) return true;  // claims nothing through a cursor
     for (uint64_t position = intent >> 1, n = 0; n < q.capacity; ++position, ++n) {
-        if (!claimed(q, position, consumerSide)) return true;  // nor anything after it
+        if (!claimed(q, position, consumerSide, true)) return true;  // nor anything after it
         SlotHeader *slot = slotOf(q, position);
         uint64_t stuck, recovered;
         if (!unfinished(q, slot, position, consumerSide, stuck, recovered)) continue;

@@ -80,16 +80,15 @@ bool recoverForProducer(Queue &q, uint64_t position) noexcept;
 // while a live participant's claim may be among them.
 bool settleIntent(Queue &q, uint64_t intent) noexcept;
 
-// Writes our claim tag into each slot of a run just taken through a shared cursor, then drops
-// the intent that covered the run until now, so that a peer finding the run stuck can tell
-// whether we died (participants.hpp).
-inline void tagRun(Queue &q, const Claim &c, bool consumer) noexcept {
+// Writes our claim tag into each slot of a run just taken through a shared cursor, so that a peer
+// finding the run stuck can tell whether we died (participants.hpp). The caller then drops the
+// intent that covered the run until now.
+inline void tagRun(const Queue &q, const Claim &c, bool consumer) noexcept {
     SlotHeader *s = c.slot;
     for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
         // Relaxed: dropIntent's release publishes it; a peer acts on it only once we are dead,
         // and then nothing of ours can race with it.
         s->claim.store(claimTag(c.position + i, consumer, q.holding), std::memory_order_relaxed);
-    dropIntent(q);
 }
 
 inline bool shouldLookForStuck(Queue &q) noexcept { return ++q.idlePolls % kStuckCheckEvery == 0; }
@@ -133,6 +132,7 @@ inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
                                            std::memory_order_relaxed)) {
                 c = {position, slot, n};
                 tagRun(q, c, false);
+                dropIntent(q);
                 q.stuckSinceNs = 0;
                 return 0;
             }
@@ -254,8 +254,9 @@ inline int claimForRead(Queue &q, Claim &c, uint64_t want = 1) noexcept {
             if (!tail.compare_exchange_weak(position, position + n, std::memory_order_release,
                                             std::memory_order_relaxed))
                 continue;
-            announced = false;  // tagRun drops it
             tagRun(q, {position, slot, n}, true);
+            dropIntent(q);
+            announced = false;
         }
         q.stuckSinceNs = 0;
         c = dropAbandoned(q, {position, slot, n});

@@ -83,6 +83,8 @@ int createSegment(const char *name, const Params &params, const SegmentOptions &
         h.total_size = out.geometry.total_size;
         h.creator_pid = static_cast<uint32_t>(getpid());
         h.creator_identity = processIdentity(h.creator_pid);
+        for (uint32_t i = 0; i < kMaxParticipants; ++i)
+            out.participants[i].intent.store(kNoIntent, std::memory_order_relaxed);  // zero would claim position 0
         for (uint64_t i = 0; i < params.capacity; ++i) {
             auto *slot =
                 reinterpret_cast<SlotHeader *>(out.slots + i * out.geometry.slot_stride + out.geometry.header_offset);
@@ -146,11 +148,10 @@ int attachSegment(int fd, const char *name, const Params &params, const SegmentO
         // Our own creators link the name only once the segment is ready; this one was made by
         // something else (an older writer, a crash in a foreign tool). Nobody can hold a segment
         // that never became ready, so once its creator is gone it is ours to replace.
-        const uint64_t creator = readU64(raw, offsetof(Header, creator_identity));
-        const uint32_t creatorPid = readU32(raw, offsetof(Header, creator_pid));
-        // A writer that left no identity is judged by its pid alone.
-        const bool alive = identityPid(creator) == creatorPid ? identityAlive(creator) : processAlive(creatorPid);
-        return alive ? -EINPROGRESS : -ESTALE;
+        return creatorAlive(readU32(raw, offsetof(Header, creator_pid)),
+                            readU64(raw, offsetof(Header, creator_identity)))
+                   ? -EINPROGRESS
+                   : -ESTALE;
     }
 
     uint32_t policy = readU32(raw, offsetof(Header, policy));

@@ -16,6 +16,7 @@
 #include "../src/process.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -1502,6 +1503,38 @@ TEST_CASE("a role or a tagged slot held by a dead process whose pid was reused i
         CHECK(m.seq == 1);
         CHECK(statsOf(consumer.q).skipped == 1);
     }
+}
+
+TEST_CASE("a process whose main thread has exited while another thread holds a role is alive", "[crash]") {
+    // Its /proc/PID/stat says 'Z' (the main thread is a zombie) while the process still runs.
+    test::ShmName name("crash-main-exit");
+    Handle producer;
+    REQUIRE(openQueue(&producer.q, name, JOIN_SHM_SPSC, JOIN_SHM_PRODUCER, 4) == 0);
+    SharedArray<std::atomic<int>> opened(1);
+    Proc holder([&] {
+        static const char *ring;
+        static std::atomic<int> *flag;
+        ring = name.name.c_str();
+        flag = &opened[0];
+        pthread_t worker;
+        pthread_create(
+            &worker, nullptr,
+            [](void *) -> void * {
+                join_shm_queue *q = nullptr;
+                flag->store(openQueue(&q, ring, JOIN_SHM_SPSC, JOIN_SHM_CONSUMER, 4) == 0 ? 1 : 2);
+                sleepForever();
+                return nullptr;
+            },
+            nullptr);
+        pthread_exit(nullptr);
+        return 0;
+    });
+    REQUIRE(stress::waitUntil([&] { return opened[0].load() != 0 && processState(holder.pid()) == 'Z'; }, 10 * kSecond));
+    REQUIRE(opened[0].load() == 1);
+    Handle second;
+    CHECK(openQueue(&second.q, name, JOIN_SHM_SPSC, JOIN_SHM_CONSUMER, 4) == -EBUSY);
+    holder.killAndReap();
+    CHECK(openQueue(&second.q, name, JOIN_SHM_SPSC, JOIN_SHM_CONSUMER, 4) == 0);
 }
 
 TEST_CASE("a ring admits 128 handles at once; those of a dead process are reused once its claims are settled",
