@@ -24,5 +24,5 @@ int main(void) {
     const uint32_t expected =
         ((uint32_t)JOIN_SHM_VERSION_MAJOR << 16) | (JOIN_SHM_VERSION_MINOR << 8) | JOIN_SHM_VERSION_PATCH;
     const char *text = join_shm_strerror(-22);
-    return join_shm_version() == expected && expected == 0x010100u && text != NULL ? 0 : 1;
+    return join_shm_version() == expected && expected == 0x010200u && text != NULL ? 0 : 1;
 }

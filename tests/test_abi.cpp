@@ -138,10 +138,12 @@ TEST_CASE("calls added in 1.1 are versioned JOIN_SHM_1.1", "[abi]") {
     CHECK(dlvsym(library().handle(), "join_shm_queue_stats", "JOIN_SHM_1.0") == nullptr);
 }
 
-TEST_CASE("the loaded library reports version 1.1.0", "[abi]") {
+// JOIN_SHM_PROJECT_VERSION: meson.build's version, as join_shm_version() encodes it.
+TEST_CASE("the loaded library reports the project's version, 1.2.0", "[abi]") {
     auto version = SYM(join_shm_version);
     REQUIRE(version != nullptr);
-    CHECK(version() == 0x010100u);
+    CHECK(version() == 0x010200u);
+    CHECK(version() == JOIN_SHM_PROJECT_VERSION);
     CHECK(version() == ((JOIN_SHM_VERSION_MAJOR << 16) | (JOIN_SHM_VERSION_MINOR << 8) | JOIN_SHM_VERSION_PATCH));
 }
 

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define JOIN_SHM_VERSION_MAJOR 1
-#define JOIN_SHM_VERSION_MINOR 1
+#define JOIN_SHM_VERSION_MINOR 2
 #define JOIN_SHM_VERSION_PATCH 0
 
 /* Opaque handles. */

@@ -70,6 +70,9 @@ ALLOW_OTHER_OWNER = 0x4
 # back control between them to run signal handlers (KeyboardInterrupt).
 _SLICE = 0.1
 
+# The package's version: the library's (meson checks it at setup; pyproject.toml reads it).
+__version__ = "1.2.0"
+
 
 # --- the C API, declared exactly as in <join/shm.h> ---
 
