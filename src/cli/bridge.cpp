@@ -427,14 +427,15 @@ int runInCore(const Options &o, join_shm_queue *q, Nats &n, Counters &c) {
 // file in /dev/shm (RING.STREAM.DURABLE.bridge) so that they outlive the bridge: a message the
 // server delivers again (a restarted server forgets the acks it had not written yet; a killed
 // bridge's last acks may never have left) is acked and not pushed twice. The file belongs to one
-// consumer incarnation (its creation time): a consumer made anew starts with an empty record.
+// stream incarnation (its creation time, which a server restart keeps; a consumer's does not):
+// a stream made anew numbers from 1 again and starts with an empty record.
 class Pushed {
 public:
     ~Pushed() {
         if (state_) munmap(state_, sizeof(State));
     }
     // False (printed) if the file cannot be made.
-    bool open(const std::string &path, int64_t consumerCreated) {
+    bool open(const std::string &path, int64_t streamCreated) {
         const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         struct stat st {};
         if (fd >= 0 && fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) != sizeof(State) &&
@@ -449,9 +450,9 @@ public:
             return false;
         }
         state_ = static_cast<State *>(p);
-        if (state_->magic != kMagic || state_->consumerCreated != consumerCreated) {
+        if (state_->magic != kMagic || state_->streamCreated != streamCreated) {
             std::memset(static_cast<void *>(state_), 0, sizeof(State));
-            state_->consumerCreated = consumerCreated;
+            state_->streamCreated = streamCreated;
             state_->magic = kMagic;
         }
         return true;
@@ -479,7 +480,7 @@ private:
     static constexpr uint64_t kMagic = 0x6a73686d62726467;  // "jshmbrdg"
     struct State {
         uint64_t magic;
-        int64_t consumerCreated;
+        int64_t streamCreated;
         uint64_t highest;
         unsigned char bits[kWindow / 8];
     };
@@ -508,11 +509,11 @@ int runInJetStream(const Options &o, join_shm_queue *q, Nats &n, Counters &c) {
         }))
         return gStop ? kOk : kError;
     int64_t created = 0;
-    if (!retrying("consumer info", [&](jsErrCode &jerr) {
-            jsConsumerInfo *ci = nullptr;
-            const natsStatus s = js_GetConsumerInfo(&ci, n.js, o.stream.c_str(), o.durable.c_str(), nullptr, &jerr);
-            if (ci) created = ci->Created;
-            jsConsumerInfo_Destroy(ci);
+    if (!retrying("stream info", [&](jsErrCode &jerr) {
+            jsStreamInfo *si = nullptr;
+            const natsStatus s = js_GetStreamInfo(&si, n.js, o.stream.c_str(), nullptr, &jerr);
+            if (si) created = si->Created;
+            jsStreamInfo_Destroy(si);
             return s;
         }))
         return gStop ? kOk : kError;

@@ -23,7 +23,6 @@ namespace {
 
 constexpr uint64_t kSize = sizeof(Message);  // 128 bytes: seq, payload and checksum
 constexpr uint32_t kDataSender = 0, kProbeSender = 1;
-constexpr uint64_t kMaxBatch = 128;  // as in bridge.cpp: JetStream messages `in` holds at most
 
 void requireServer() {
     if (harness::natsServerPath().empty()) {
@@ -267,11 +266,9 @@ TEST_CASE("bridge: JetStream loses nothing and never re-sends while bridges and 
     CHECK(nextKill == plan.size());
     // The sending side never duplicates: the stream holds each element once.
     CHECK(stored == static_cast<int64_t>(n));
-    // The receiving side: by design a kill of `in` repeats at most the one message caught between
-    // its push and its record of it, and redeliveries after a server restart are recognised. Runs
-    // have shown a few more (up to 9 over 5 kills, cause not found yet), so what is asserted is
-    // the bound without that record: one fetched batch per kill of `in` or of the server.
-    CHECK(repeats <= (inKills + serverKills) * kMaxBatch);
+    // The receiving side repeats at most the one message a kill of `in` caught between its push
+    // and its record of it; redeliveries after a server restart are recognised and not pushed.
+    CHECK(repeats <= inKills);
 }
 
 TEST_CASE("bridge: a full destination ring keeps the receiving bridge's memory bounded") {
