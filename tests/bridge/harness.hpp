@@ -80,6 +80,8 @@ inline bool portOpen(int port) {
     return ok;
 }
 
+inline std::string readFile(const std::string &path);
+
 // A child process: argv[0] is the program; stdout and stderr go to logPath (or /dev/null).
 class Process {
 public:
@@ -122,6 +124,12 @@ public:
     }
     pid_t pid() const { return pid_; }
     bool running() const { return pid_ > 0; }
+    // False once the child has ended (it is then reaped).
+    bool alive() {
+        int status = 0;
+        if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) pid_ = -1;
+        return pid_ > 0;
+    }
 
     // Sends sig and reaps the child; its exit status (128 + signal if killed), or -1 if it did not
     // end within timeoutMs (it is then killed).
@@ -179,7 +187,11 @@ public:
         process_.start(argv, dir_ + "/server.log");
         const int64_t deadline = nowNs() + 20'000'000'000;
         while (!portOpen(port_)) {
-            if (nowNs() > deadline || !process_.running()) throw std::runtime_error("nats-server did not start");
+            if (nowNs() > deadline || !process_.alive()) {
+                const std::string log = readFile(dir_ + "/server.log");
+                throw std::runtime_error("nats-server did not start: " +
+                                         log.substr(log.size() > 2000 ? log.size() - 2000 : 0));
+            }
             sleepMs(20);
         }
     }
