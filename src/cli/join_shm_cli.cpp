@@ -3,10 +3,14 @@
 //   join-shm [--dir DIR] ls [--all] [--json]
 //   join-shm [--dir DIR] stat [--json] NAME
 //   join-shm [--dir DIR] rm [--force] NAME...
+//   join-shm bridge out|in NAME ...   (bridge.cpp; built only with libnats)
 //
 // Inspection only reads (pread into a private copy, see inspect.hpp): it never maps, writes or
 // locks a segment, so running it next to live processes, or on hostile files, changes nothing.
 #include "inspect.hpp"
+#ifdef JOIN_SHM_CLI_NATS
+#include "bridge.hpp"
+#endif
 
 #include <fmt/core.h>
 
@@ -46,6 +50,7 @@ Commands:
   stat [--json] NAME     everything about one ring (both rings if NAME is an endpoint)
   rm [--force] NAME...   remove rings (NAME_AB and NAME_BA if NAME is an endpoint); files without
                          the join-shm magic are left alone unless --force
+  bridge out|in NAME ... carry a ring over NATS to another host (join-shm bridge --help)
 
 Options:
   --dir DIR      where the segments are (default /dev/shm)
@@ -647,6 +652,15 @@ int parse(int argc, char **argv, Options &o, bool &done) {
 }
 
 int run(int argc, char **argv) {
+    // The bridge has a command line of its own (see bridge.cpp).
+    if (argc >= 2 && std::strcmp(argv[1], "bridge") == 0) {
+#ifdef JOIN_SHM_CLI_NATS
+        return bridgeMain(argc - 2, argv + 2);
+#else
+        fmt::print(stderr, "join-shm: bridge: this join-shm was built without NATS support (libnats)\n");
+        return kUsage;
+#endif
+    }
     Options o;
     bool done = false;
     if (int r = parse(argc, argv, o, done); r != kOk || done) return r;
