@@ -2,25 +2,32 @@
 // ring, and every other element still arrives exactly once.
 //
 // For each swept call, a traced child is stopped right at the call's entry and single-stepped to
-// its return once, which gives the call's length in instructions. Then, for every N from 0 to that
-// length, a fresh child on a fresh ring (same history, so the same path) is single-stepped N
-// instructions from the entry and killed with SIGKILL. While it is stopped, the parent takes a
-// claim of its own on the same side (a live peer's claim beside the dead one's), and completes it
-// after the kill. The parent, the surviving peer, then has to bring the ring back within
-// kRecoveryBoundNs: drain it, get every element the live side pushed exactly once and the dead
-// one's at most once, and take a whole lap of new elements (every slot, the dead one's too).
-// Cursors and join_shm_stats.skipped account for every position the dead child claimed.
+// its return once, which records the window's path (its length in instructions). Then, for every N
+// from 0 to that length, a fresh child on a fresh ring (same history, so the same path) is run to
+// the point after N instructions (with a hardware breakpoint on the instruction there, counting its
+// occurrences; JOIN_SHM_KILLSWEEP_STEP=1 single-steps instead and checks the path is the measured
+// one) and killed with SIGKILL. While it is stopped, the parent takes a claim of its own on the same
+// side (a live peer's claim beside the dead one's) and completes it after the kill. The parent, the
+// surviving peer, then has to bring the ring back within kRecoveryBoundNs: drain it, get every
+// element the live side pushed exactly once and the dead one's at most once, and take a whole lap
+// of new elements (every slot, the dead one's too). Cursors and join_shm_stats.skipped account for
+// every position the dead child claimed. Configurations are swept by JOIN_SHM_KILLSWEEP_JOBS
+// (default 4) worker processes; JOIN_SHM_KILLSWEEP_CALL=<call name> (e.g. try_push) sweeps one call.
 //
 // Only the C API is used: the entry addresses come from the library's dynamic symbols (fork keeps
 // the layout), the return from the return address on the stack at the entry (x86-64 only: other
 // architectures skip). Everything is deterministic: no random choice, no racing thread.
+// JOIN_SHM_STRESS_SCALE < 1 (sanitizer builds) sweeps every k-th N only, k = 1/scale (the last N
+// always). ThreadSanitizer builds skip the sweep: it works, but TSan's runtime makes every window
+// ten times longer, and a test without threads gains nothing from it.
 //
-// JOIN_SHM_STRESS_SCALE < 1 (sanitizer builds) sweeps every k-th N only, k = 1/scale. ThreadSanitizer
-// builds skip the sweep: single-stepping TSan's runtime through every access is impractical.
-// JOIN_SHM_KILLSWEEP_CALL=<name> restricts the sweep to one call (e.g. try_push), for debugging.
+// The last test kills claimants and role holders in a new pid namespace and gives their pid to an
+// unrelated live process (root only: skipped elsewhere).
 #include "stress.hpp"
 
 #include <dlfcn.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/types.h>
 #include <sys/user.h>
@@ -401,7 +408,7 @@ std::string statsText(join_shm_queue *q) {
 
 struct Ring {
     Config config;
-    test::ShmName name{"killsweep"};
+    test::ShmName name;
     join_shm_queue *producer = nullptr;
     join_shm_queue *consumer = nullptr;
     uint64_t nextSeq = 0;         // of the parent's elements
@@ -412,7 +419,8 @@ struct Ring {
     std::set<uint64_t> seen;
     std::string failure;
 
-    explicit Ring(const Config &c) : config(c) {
+    // tag: unique to this test process (inside a pid namespace getpid() alone is not)
+    explicit Ring(const Config &c, const char *tag = "killsweep") : config(c), name(tag) {
         if (openHandle(&producer, name, c, JOIN_SHM_PRODUCER) != 0 ||
             openHandle(&consumer, name, c, JOIN_SHM_CONSUMER) != 0)
             failure = std::string("opening the parent's handles: ") + join_shm_last_error_detail();
@@ -477,7 +485,7 @@ struct Ring {
             if (left <= 0) {
                 std::string missing;
                 for (uint64_t id : must)
-                    if (!seen.count(id) && missing.size() < 200) missing += " " + idText(id) + ";";
+                    if (!seen.count(id) && missing.size() < 200) missing += (missing.empty() ? " " : ", ") + idText(id);
                 return fail(std::string("wedged: ") + phase + " did not finish within the bound;" +
                             (missing.empty() ? " every expected element arrived but tail never reached head"
                                              : " still missing:" + missing));
@@ -515,11 +523,22 @@ struct Figures {
     uint64_t worstN = 0;
     int64_t traceNs = 0, recoveryNs = 0, killNs = 0;  // time spent tracing, recovering, in all
     bool swept = false;
-    char setup[512] = {};     // why the measuring run failed
-    char failure[1024] = {};  // the first failed kill
+    bool singleStepped = false;  // rather than run to hardware breakpoints
+    char setup[512] = {};        // why the measuring run failed
+    char failure[1024] = {};     // the first failed kill
 };
 
 void copyText(char *to, size_t size, const std::string &text) { std::snprintf(to, size, "%s", text.c_str()); }
+
+// Single-step every kill (exact instruction counts, slow) rather than run to a breakpoint.
+bool singleStepping() {
+    static bool value = std::getenv("JOIN_SHM_KILLSWEEP_STEP") && *std::getenv("JOIN_SHM_KILLSWEEP_STEP") == '1';
+    return value;
+}
+
+// Whether this process can set debug registers (probed on each measuring run); kills single-step
+// where it cannot.
+bool hardwareBreakpoints = true;
 
 // The window's path, from one run single-stepped to the end: trace[i] is where the child stands
 // after i instructions, trace.size() - 1 the window's length. The call must succeed there, so that
@@ -540,6 +559,7 @@ std::vector<uintptr_t> measure(const Config &c, const Window &w, SharedArray<Chi
         if (pid > 0) killAndReap(pid);
         return trace;
     }
+    hardwareBreakpoints = setDebugRegister(pid, 7, 0);
     const Stepped s = stepWindow(pid, w, kMaxWindow, &trace);
     if (s.error.empty() && s.returned) {
         ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
@@ -555,12 +575,6 @@ std::vector<uintptr_t> measure(const Config &c, const Window &w, SharedArray<Chi
     }
     if (log[0].result < 0) error = "the swept call failed in the measuring run: " + std::to_string(log[0].result);
     return trace;
-}
-
-// Single-step every kill (exact instruction counts, slow) rather than run to a breakpoint.
-bool singleStepping() {
-    static bool value = std::getenv("JOIN_SHM_KILLSWEEP_STEP") && *std::getenv("JOIN_SHM_KILLSWEEP_STEP") == '1';
-    return value;
 }
 
 // One kill after n instructions, and the recovery. "" or what went wrong.
@@ -581,7 +595,8 @@ std::string killAt(const Config &c, const Window &w, const std::vector<uintptr_t
         return "the child could not prepare or be traced";
     }
     const int64_t stepStart = nowNs();
-    const Stepped s = singleStepping() ? stepWindow(pid, w, n, nullptr, &trace) : runTo(pid, trace, n);
+    figures.singleStepped = singleStepping() || !hardwareBreakpoints;
+    const Stepped s = figures.singleStepped ? stepWindow(pid, w, n, nullptr, &trace) : runTo(pid, trace, n);
     figures.traceNs += nowNs() - stepStart;
     figures.stops += s.stops;
     if (!s.error.empty()) {
@@ -799,6 +814,7 @@ void sweep(const std::vector<Config> &configs) {
         all.recoveries += f.recoveries;
         all.takeovers += f.takeovers;
         all.stops += f.stops;
+        all.singleStepped = all.singleStepped || f.singleStepped;
         all.traceNs += f.traceNs;
         all.recoveryNs += f.recoveryNs;
         all.killNs += f.killNs;
@@ -815,7 +831,7 @@ void sweep(const std::vector<Config> &configs) {
                         << static_cast<double>(all.worstNs) / 1e6 << " ms (" << worst << "); " << seconds
                         << " s in all with " << jobs << " worker(s); per kill: " << perKill(all.killNs)
                         << " ms, of which " << perKill(all.traceNs) << " ms tracing ("
-                        << (singleStepping() ? "single-stepped, " : "breakpoints, ")
+                        << (all.singleStepped ? "single-stepped, " : "breakpoints, ")
                         << static_cast<double>(all.stops) / kills << " stops) and " << perKill(all.recoveryNs)
                         << " ms recovering. Instructions per call:" << lengths);
     for (const std::string &failure : failures)
@@ -842,4 +858,223 @@ TEST_CASE("an MPMC consumer killed at any instruction of a pop, batch, peek/rele
         for (Call call : {Call::Pop, Call::PopN, Call::PeekRelease, Call::ClosePeeked})
             configs.push_back({JOIN_SHM_MPMC, capacity, call});
     sweep(configs);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pid reuse: a claimant or role holder that died, whose pid now names a live unrelated process.
+// Run in a new pid namespace (with its own /proc, in a new mount namespace), where the next pid
+// can be chosen through /proc/sys/kernel/ns_last_pid: root only; skipped elsewhere.
+
+namespace {
+
+constexpr pid_t kReusedPid = 100;
+
+struct ReuseReport {
+    char skipped[256] = {};
+    char producerClaim[512] = {};
+    char consumerClaim[512] = {};
+    char roles[512] = {};
+    char tag[64] = {};  // for ring names: "killsweep-reuse-" and the test process's pid
+    bool done = false;
+};
+
+// Field 22 of /proc/PID/stat: the process's start time in clock ticks after boot (0 if unknown).
+unsigned long long startTimeOf(pid_t pid) {
+    char path[64], text[1024] = {};
+    std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *file = std::fopen(path, "re");
+    if (!file) return 0;
+    const size_t n = std::fread(text, 1, sizeof text - 1, file);
+    std::fclose(file);
+    const char *p = n ? std::strrchr(text, ')') : nullptr;  // the command name may hold anything
+    for (int field = 2; p && field < 22; ++field)
+        p = std::strchr(p + 1, ' ');
+    return p ? std::strtoull(p + 1, nullptr, 10) : 0;
+}
+
+// Forks a child that gets `pid` (nobody else forks in this namespace). -1 if it could not.
+template <class Body>
+pid_t forkAt(pid_t pid, Body body) {
+    FILE *file = std::fopen("/proc/sys/kernel/ns_last_pid", "we");
+    if (!file) return -1;
+    const bool written = std::fprintf(file, "%d", pid - 1) > 0;
+    if (std::fclose(file) != 0 || !written) return -1;
+    const pid_t child = fork();
+    if (child == 0) {
+        body();
+        _exit(0);
+    }
+    if (child > 0 && child != pid) {
+        killAndReap(child);
+        return -1;
+    }
+    return child;
+}
+
+// The victim (run at kReusedPid) takes a claim or a role and dies of SIGKILL; then an unrelated
+// process that only sleeps takes its pid, started at another clock tick (so that the pid and start
+// time told apart are those of another process). Returns that process, or "" and -1 with *error.
+template <class Victim>
+pid_t dieAndReusePid(Victim victim, std::string &error) {
+    const pid_t v = forkAt(kReusedPid, [&] {
+        victim();
+        kill(getpid(), SIGKILL);
+    });
+    if (v < 0) {
+        error = "could not fork the victim at pid " + std::to_string(kReusedPid);
+        return -1;
+    }
+    int status = 0;
+    waitid(P_PID, static_cast<id_t>(v), nullptr, WEXITED | WNOWAIT);  // a zombie still has its stat
+    const unsigned long long victimStart = startTimeOf(v);
+    waitpid(v, &status, 0);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
+        error = "the victim did not take its claim or role";
+        return -1;
+    }
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        const pid_t u = forkAt(kReusedPid, [] {
+            for (;;)
+                pause();
+        });
+        if (u < 0) break;
+        if (startTimeOf(u) != victimStart) return u;
+        killAndReap(u);
+        stress::sleepNs(5 * kMs);  // the next clock tick
+    }
+    error = "could not start an unrelated process at pid " + std::to_string(kReusedPid);
+    return -1;
+}
+
+std::string producerClaimSurvivesPidReuse(const char *tag, join_shm_policy policy) {
+    const Config c{policy, 4, Call::ReserveCommit};
+    Ring ring(c, tag);
+    if (!ring.failure.empty()) return ring.failure;
+    const Message a = ring.next();
+    if (!ring.pushNow(a, 0)) return ring.failure;
+    std::string error;
+    const pid_t unrelated = dieAndReusePid(
+        [&] {
+            join_shm_queue *q = nullptr;
+            void *slot = nullptr;
+            if (openHandle(&q, ring.name, c, JOIN_SHM_PRODUCER) != 0 || join_shm_try_reserve(q, &slot) != 0) _exit(1);
+        },
+        error);
+    if (unrelated < 0) return error;
+    const Message b = ring.next();
+    std::string problem;
+    if (!ring.pushNow(b, 0) || !ring.drain(nowNs() + kRecoveryBoundNs, "draining past the dead claim"))
+        problem = ring.failure;
+    else if (statsOf(ring.consumer).skipped != 1)
+        problem = "the dead claim was not counted as skipped; " + statsText(ring.consumer);
+    killAndReap(unrelated);
+    return problem.empty() ? "" : std::string(stress::policyName(policy)) + ": " + problem;
+}
+
+std::string consumerClaimSurvivesPidReuse(const char *tag) {
+    const Config c{JOIN_SHM_MPMC, 2, Call::PeekRelease};
+    Ring ring(c, tag);
+    if (!ring.failure.empty()) return ring.failure;
+    for (uint64_t i = 0; i < c.capacity; ++i) {
+        const Message m = ring.next();
+        if (!ring.pushNow(m, 0)) return ring.failure;
+        ring.may.insert(idOf(m));
+    }
+    ring.must.clear();  // one of them goes to the victim
+    std::string error;
+    const pid_t unrelated = dieAndReusePid(
+        [&] {
+            join_shm_queue *q = nullptr;
+            const void *slot = nullptr;
+            if (openHandle(&q, ring.name, c, JOIN_SHM_CONSUMER) != 0 || join_shm_try_peek(q, &slot) != 0) _exit(1);
+        },
+        error);
+    if (unrelated < 0) return error;
+    const int64_t deadline = nowNs() + kRecoveryBoundNs;
+    std::string problem;
+    if (!ring.drain(deadline, "draining") || !ring.lap(deadline))
+        problem = ring.failure;
+    else if (statsOf(ring.consumer).skipped != 1)
+        problem = "the dead claim was not counted as skipped; " + statsText(ring.consumer);
+    killAndReap(unrelated);
+    return problem;
+}
+
+std::string rolesSurvivePidReuse(const char *tag) {
+    const struct {
+        join_shm_policy policy;
+        join_shm_role role;
+        const char *what;
+    } roles[] = {{JOIN_SHM_SPSC, JOIN_SHM_PRODUCER, "SPSC producer"},
+                 {JOIN_SHM_SPSC, JOIN_SHM_CONSUMER, "SPSC consumer"},
+                 {JOIN_SHM_MPSC, JOIN_SHM_CONSUMER, "MPSC consumer"}};
+    for (const auto &r : roles) {
+        test::ShmName name(tag);
+        const Config c{r.policy, 4, Call::Push};
+        std::string error;
+        const pid_t unrelated = dieAndReusePid(
+            [&] {
+                join_shm_queue *q = nullptr;
+                if (openHandle(&q, name, c, r.role) != 0) _exit(1);
+            },
+            error);
+        if (unrelated < 0) return std::string(r.what) + ": " + error;
+        join_shm_queue *q = nullptr;
+        const int opened = openHandle(&q, name, c, r.role);
+        const std::string detail = opened ? join_shm_last_error_detail() : "";
+        join_shm_queue_close(q);
+        killAndReap(unrelated);
+        if (opened != 0)
+            return std::string(r.what) + " role of a dead holder whose pid was reused: open returned " +
+                   std::to_string(opened) + " (" + detail + ")";
+    }
+    return "";
+}
+
+// Pid 1 of the new namespace: its own /proc, then the cases.
+[[noreturn]] void reuseInit(ReuseReport &report) {
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+        copyText(report.skipped, sizeof report.skipped, std::string("mounting /proc: ") + std::strerror(errno));
+        _exit(0);
+    }
+    copyText(report.producerClaim, sizeof report.producerClaim,
+             producerClaimSurvivesPidReuse(report.tag, JOIN_SHM_MPSC) + " " +
+                 producerClaimSurvivesPidReuse(report.tag, JOIN_SHM_MPMC));
+    copyText(report.consumerClaim, sizeof report.consumerClaim, consumerClaimSurvivesPidReuse(report.tag));
+    copyText(report.roles, sizeof report.roles, rolesSurvivePidReuse(report.tag));
+    report.done = true;
+    _exit(0);
+}
+
+}  // namespace
+
+TEST_CASE("a dead claimant or role holder whose pid names a live unrelated process is still judged dead",
+          "[killsweep]") {
+    SharedArray<ReuseReport> report(1);
+    copyText(report[0].tag, sizeof report[0].tag, "killsweep-reuse-" + std::to_string(getpid()));
+    const pid_t outer = fork();
+    REQUIRE(outer >= 0);
+    if (outer == 0) {
+        // Only children of this process enter the new namespaces.
+        if (unshare(CLONE_NEWPID | CLONE_NEWNS) != 0) {
+            copyText(report[0].skipped, sizeof report[0].skipped, std::string("unshare: ") + std::strerror(errno));
+            _exit(0);
+        }
+        const pid_t init = fork();
+        if (init == 0) reuseInit(report[0]);
+        int status = 0;
+        if (init > 0) waitpid(init, &status, 0);
+        _exit(0);
+    }
+    int status = 0;
+    REQUIRE(waitpid(outer, &status, 0) == outer);
+    if (report[0].skipped[0]) {
+        WARN("pid reuse test skipped: it needs a new pid namespace and /proc (root): " << report[0].skipped);
+        return;
+    }
+    REQUIRE(report[0].done);
+    CHECK(std::string(report[0].producerClaim) == " ");  // MPSC's and MPMC's, both empty
+    CHECK(std::string(report[0].consumerClaim) == "");
+    CHECK(std::string(report[0].roles) == "");
 }
