@@ -664,9 +664,6 @@ std::string killAt(const Config &c, const Window &w, const std::vector<uintptr_t
         uint64_t missing = 0;
         for (uint64_t id : ring.may)
             missing += id >> 32 == kLive && !ring.seen.count(id);
-        for (const Message &m : log[0].inbox)
-            if (!damage(m) && ring.seen.count(idOf(m)))
-                problem = "popped " + idText(idOf(m)) + ", which the killed child had already copied out";
         if (missing != childClaimed)
             problem = "the child claimed " + std::to_string(childClaimed) + " position(s) but " +
                       std::to_string(missing) + " element(s) never arrived";
@@ -675,6 +672,9 @@ std::string killAt(const Config &c, const Window &w, const std::vector<uintptr_t
                       std::to_string(childClaimed);
         else if (s.returned && end.skipped != 0)
             problem = "the child's call returned, yet " + std::to_string(end.skipped) + " position(s) were skipped";
+        for (const Message &m : log[0].inbox)
+            if (!damage(m) && ring.seen.count(idOf(m)))
+                problem = "popped " + idText(idOf(m)) + ", which the killed child had already copied out";
         figures.takeovers += end.skipped != 0;
     }
     if (problem.empty() && took > kRecoveryBoundNs) problem = "recovery took " + std::to_string(took / kMs) + " ms";
