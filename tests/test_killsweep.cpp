@@ -333,44 +333,68 @@ bool setDebugRegister(pid_t pid, unsigned index, uintptr_t value) {
     return ptrace(PTRACE_POKEUSER, pid, reinterpret_cast<void *>(offset), reinterpret_cast<void *>(value)) == 0;
 }
 
-// The fast way to the same point: the child is in its SIGSTOP; run it to the k-th time it is about
-// to execute trace[n], where k counts trace[n] in trace[0..n], with a hardware execution
-// breakpoint (x86 debug register 0; register 1 guards the window's end). The path is the measured
-// one: same history, same ring state, nothing else acting (JOIN_SHM_KILLSWEEP_STEP=1 checks it).
+// How many times the path trace[0..n] starts executing the instruction at `address`: single-stepping
+// traps after every iteration of a REP string instruction (a memcpy), so a run of equal entries is
+// one execution, and a breakpoint fires once for it.
+uint64_t executions(const std::vector<uintptr_t> &trace, uint64_t n, uintptr_t address) {
+    uint64_t count = 0;
+    for (uint64_t i = 0; i <= n; ++i)
+        count += trace[i] == address && (i == 0 || trace[i - 1] != address);
+    return count;
+}
+
+// The fast way to the same point: the child is in its SIGSTOP; run it, with a hardware execution
+// breakpoint (x86 debug register 0; register 1 guards the window's end), to the execution of the
+// instruction at trace[n] that the path makes there, then single-step through the iterations of a
+// REP instruction already done. The path is the measured one: same history, same ring state,
+// nothing else acting (JOIN_SHM_KILLSWEEP_STEP=1 checks it instruction by instruction).
 Stepped runTo(pid_t pid, const std::vector<uintptr_t> &trace, uint64_t n) {
     Stepped s;
     user_regs_struct regs{};
-    const uintptr_t target = trace[n], end = trace.back();
-    const auto k = static_cast<uint64_t>(std::count(trace.begin(), trace.begin() + static_cast<long>(n) + 1, target));
-    const bool guard = n + 1 < trace.size();
-    if (!setDebugRegister(pid, 0, trace[0]) || !setDebugRegister(pid, 7, 1)) {
+    uint64_t m = n;  // where the execution of trace[n]'s instruction starts
+    while (m > 0 && trace[m - 1] == trace[n])
+        --m;
+    const uintptr_t target = trace[m], end = trace.back();
+    const uint64_t k = executions(trace, m, target);
+    const bool guard = m + 1 < trace.size();
+    auto setFailed = [&] {
         s.error = std::string("setting a debug register (PTRACE_POKEUSER): ") + std::strerror(errno);
         return s;
-    }
+    };
+    if (!setDebugRegister(pid, 0, trace[0]) || !setDebugRegister(pid, 7, 1)) return setFailed();
     do {
         ++s.stops;
         if (!resume(pid, PTRACE_CONT, regs, s.error)) return s;
     } while (regs.rip != trace[0]);
     uint64_t hits = target == trace[0];
     if (hits < k && (!setDebugRegister(pid, 0, target) || (guard && !setDebugRegister(pid, 1, end)) ||
-                     !setDebugRegister(pid, 7, guard ? 5 : 1))) {
-        s.error = std::string("setting a debug register (PTRACE_POKEUSER): ") + std::strerror(errno);
-        return s;
-    }
+                     !setDebugRegister(pid, 7, guard ? 5 : 1)))
+        return setFailed();
+    // The caller's code at the window's end may run inside the window too (e.g. a join point
+    // shared by try_reserve's failure and commit's return): only an extra visit there is a detour.
+    const uint64_t endVisits = executions(trace, m, end);
+    uint64_t visits = 0;
     while (hits < k) {
         ++s.stops;
         if (!resume(pid, PTRACE_CONT, regs, s.error)) return s;
-        if (regs.rip == target) {
-            ++hits;
-        } else if (guard && regs.rip == end) {
+        if (regs.rip == target) ++hits;
+        if (guard && regs.rip == end && ++visits > endVisits) {
             s.error =
-                "the child left the measured path: its window ended before " + std::to_string(n) + " instructions";
+                "the child left the measured path: its window ended before " + std::to_string(m) + " instructions";
             return s;
         }
     }
-    s.count = n;
-    s.rip = target;
-    s.returned = !guard;
+    if (!setDebugRegister(pid, 7, 0)) return setFailed();
+    for (s.count = m; s.count < n; ++s.count) {
+        ++s.stops;
+        if (!resume(pid, PTRACE_SINGLESTEP, regs, s.error)) return s;
+        if (regs.rip != trace[s.count + 1]) {
+            s.error = "the child left the measured path after " + std::to_string(s.count + 1) + " instructions";
+            return s;
+        }
+    }
+    s.rip = trace[n];
+    s.returned = n + 1 == trace.size();
     return s;
 }
 
@@ -526,6 +550,8 @@ struct Figures {
     bool singleStepped = false;  // rather than run to hardware breakpoints
     char setup[512] = {};        // why the measuring run failed
     char failure[1024] = {};     // the first failed kill
+    uint64_t failed = 0;         // kills that failed (JOIN_SHM_KILLSWEEP_ALL=1 sweeps past the first)
+    char failedAt[512] = {};     // their N, as ranges
 };
 
 void copyText(char *to, size_t size, const std::string &text) { std::snprintf(to, size, "%s", text.c_str()); }
@@ -723,6 +749,30 @@ void warmUp() {
     }
 }
 
+// Where each sweep starts (JOIN_SHM_KILLSWEEP_FROM=N, to look at one kill point; default 0).
+uint64_t firstN() { return static_cast<uint64_t>(stress::envNumber("JOIN_SHM_KILLSWEEP_FROM", 0)); }
+
+// Sweep past a configuration's first failure, to list every N that fails (each costs the bound).
+bool sweepAll() {
+    static bool value = std::getenv("JOIN_SHM_KILLSWEEP_ALL") && *std::getenv("JOIN_SHM_KILLSWEEP_ALL") == '1';
+    return value;
+}
+
+// Appends n to the failed N, as "a-b" ranges of consecutive sweeps.
+void noteFailedN(Figures &f, uint64_t n, uint64_t step) {
+    const size_t used = std::strlen(f.failedAt);
+    char *dash = std::strrchr(f.failedAt, '-'), *comma = std::strrchr(f.failedAt, ',');
+    const bool inRange = dash && (!comma || dash > comma);
+    const char *last = inRange ? dash + 1 : comma ? comma + 1 : f.failedAt;
+    if (used && std::strtoull(last, nullptr, 10) + step == n) {
+        if (inRange) *dash = 0;  // extend the range
+        const size_t at = std::strlen(f.failedAt);
+        std::snprintf(f.failedAt + at, sizeof f.failedAt - at, "-%llu", (unsigned long long)n);
+    } else {
+        std::snprintf(f.failedAt + used, sizeof f.failedAt - used, "%s%llu", used ? "," : "", (unsigned long long)n);
+    }
+}
+
 uint64_t stride() {
     const double s = stress::scale();
     return s >= 1.0 ? 1 : static_cast<uint64_t>(1.0 / s + 0.5);
@@ -773,13 +823,14 @@ void sweep(const std::vector<Config> &configs) {
                 figures.length = trace.size() - 1;
                 // Stops at the first failure of a configuration (each wedge costs the whole bound),
                 // and goes on with the next one, so that one run shows every call that has a window.
-                for (uint64_t n = 0;; n = std::min(n + step, figures.length)) {
+                for (uint64_t n = std::min(firstN(), figures.length);; n = std::min(n + step, figures.length)) {
                     const int64_t killStart = nowNs();
                     const std::string problem = killAt(c, w, trace, n, log, figures);
                     figures.killNs += nowNs() - killStart;
                     if (!problem.empty()) {
-                        copyText(figures.failure, sizeof figures.failure, problem);
-                        break;
+                        if (!figures.failed++) copyText(figures.failure, sizeof figures.failure, problem);
+                        noteFailedN(figures, n, step);
+                        if (!sweepAll()) break;
                     }
                     if (n == figures.length) break;
                 }
@@ -809,7 +860,9 @@ void sweep(const std::vector<Config> &configs) {
         if (!f.swept) continue;
         ++calls;
         lengths += "\n  " + describe(configs[i]) + ": " + std::to_string(f.length);
-        if (f.failure[0]) failures.push_back(describe(configs[i]) + ": " + f.failure);
+        if (f.failure[0])
+            failures.push_back(describe(configs[i]) + ": " + std::to_string(f.failed) +
+                               " kill(s) failed, at N = " + f.failedAt + "; the first: " + f.failure);
         all.kills += f.kills;
         all.recoveries += f.recoveries;
         all.takeovers += f.takeovers;
