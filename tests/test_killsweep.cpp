@@ -61,8 +61,9 @@ using stress::SharedArray;
 
 constexpr int64_t kMs = 1'000'000;
 // The design promises the 2 ms grace period plus a few milliseconds; this bound only has to stay
-// robust on a loaded 2-core machine. The worst figure seen is printed.
-constexpr int64_t kRecoveryBoundNs = 2'000 * kMs;
+// robust on a loaded 2-core machine (sanitizer builds, JOIN_SHM_STRESS_SCALE < 1, get 5 s: ASan
+// with four workers beside other tests reached 0.8 s). The worst figure seen is printed.
+const int64_t kRecoveryBoundNs = (stress::scale() < 1.0 ? 5'000 : 2'000) * kMs;
 constexpr int64_t kPopSliceNs = 20 * kMs;   // one timed_pop while draining; the bound is checked between
 constexpr uint32_t kLive = 0;               // producer id of the parent's elements
 constexpr uint32_t kDoomed = 1;             // producer id of the killed child's elements
