@@ -50,6 +50,11 @@
 #define KILLSWEEP_TSAN 1
 #endif
 #endif
+#if defined(KILLSWEEP_TSAN)
+constexpr bool kThreadSanitizer = true;
+#else
+constexpr bool kThreadSanitizer = false;
+#endif
 
 namespace {
 
@@ -110,7 +115,7 @@ struct Config {
     Call call;
 };
 
-std::string describe(const Config &c) {
+[[maybe_unused]] std::string describe(const Config &c) {
     return std::string(callName(c.call)) + ", " + stress::policyName(c.policy) + " capacity " +
            std::to_string(c.capacity);
 }
@@ -131,14 +136,14 @@ struct Window {
 };
 
 // The library's own definition (not a PLT stub of this program), found through its dynamic symbols.
-uintptr_t entryOf(const char *name) {
+[[maybe_unused]] uintptr_t entryOf(const char *name) {
     static void *library = dlopen("libjoin-shm.so.1", RTLD_LAZY | RTLD_NOLOAD);
     void *address = library ? dlsym(library, name) : nullptr;
     if (!address) address = dlsym(RTLD_DEFAULT, name);
     return reinterpret_cast<uintptr_t>(address);
 }
 
-Window windowOf(Call c) {
+[[maybe_unused]] Window windowOf(Call c) {
     switch (c) {
         case Call::Push:
             return {entryOf("join_shm_try_push"), entryOf("join_shm_try_push")};
@@ -160,7 +165,7 @@ Window windowOf(Call c) {
 }
 
 // "libjoin-shm.so.1+0x1234 (join_shm_try_push+0x34)" for an address of the library, for addr2line.
-std::string where(uintptr_t address) {
+[[maybe_unused]] std::string where(uintptr_t address) {
     Dl_info info{};
     if (!dladdr(reinterpret_cast<void *>(address), &info) || !info.dli_fname) return "an unknown address";
     const char *file = std::strrchr(info.dli_fname, '/');
@@ -189,7 +194,7 @@ int openHandle(join_shm_queue **q, const char *name, const Config &c, join_shm_r
     return join_shm_queue_open(q, name, c.policy, role, sizeof(Message), c.capacity);
 }
 
-[[noreturn]] void doomedChild(const char *name, const Config &c, ChildLog &log) {
+[[noreturn, maybe_unused]] void doomedChild(const char *name, const Config &c, ChildLog &log) {
     join_shm_queue *q = nullptr;
     int r = openHandle(&q, name, c, producerCall(c.call) ? JOIN_SHM_PRODUCER : JOIN_SHM_CONSUMER);
     Message batch[kBatch];
@@ -248,6 +253,7 @@ int openHandle(join_shm_queue **q, const char *name, const Config &c, join_shm_r
 // ---------------------------------------------------------------------------------------------
 // The tracer.
 
+#if defined(__x86_64__)
 struct Stepped {
     uint64_t count = 0;     // instructions executed inside the window
     uint64_t stops = 0;     // times the tracer stopped the child, approach included
@@ -399,6 +405,8 @@ Stepped runTo(pid_t pid, const std::vector<uintptr_t> &trace, uint64_t n) {
     return s;
 }
 
+#endif  // __x86_64__
+
 // Waits for the child's SIGSTOP. False if it exited instead (it could not prepare or be traced).
 bool awaitStop(pid_t pid) {
     int status = 0;
@@ -539,6 +547,9 @@ struct Ring {
 // ---------------------------------------------------------------------------------------------
 // The sweep.
 
+void copyText(char *to, size_t size, const std::string &text) { std::snprintf(to, size, "%s", text.c_str()); }
+
+#if defined(__x86_64__)
 // What one configuration's sweep did; in shared memory, written by the worker that swept it.
 struct Figures {
     uint64_t length = 0;  // instructions in the window
@@ -554,8 +565,6 @@ struct Figures {
     uint64_t failed = 0;         // kills that failed (JOIN_SHM_KILLSWEEP_ALL=1 sweeps past the first)
     char failedAt[512] = {};     // their N, as ranges
 };
-
-void copyText(char *to, size_t size, const std::string &text) { std::snprintf(to, size, "%s", text.c_str()); }
 
 // Single-step every kill (exact instruction counts, slow) rather than run to a breakpoint.
 bool singleStepping() {
@@ -785,14 +794,10 @@ bool selected(Call c) {
 }
 
 void sweep(const std::vector<Config> &configs) {
-#if !defined(__x86_64__)
-    WARN("kill sweep skipped: it reads registers as x86-64 does");
-    return;
-#elif defined(KILLSWEEP_TSAN)
-    WARN("kill sweep skipped under ThreadSanitizer: single-stepping its runtime is impractical");
-    (void)configs;
-    return;
-#else
+    if (kThreadSanitizer) {
+        WARN("kill sweep skipped under ThreadSanitizer: its runtime makes every window ten times longer");
+        return;
+    }
     warmUp();
 
     // Configurations are swept by a few worker processes side by side: a sweep mostly waits
@@ -890,8 +895,10 @@ void sweep(const std::vector<Config> &configs) {
                         << " ms recovering. Instructions per call:" << lengths);
     for (const std::string &failure : failures)
         FAIL_CHECK(failure);
-#endif
 }
+#else
+void sweep(const std::vector<Config> &) { WARN("kill sweep skipped: its tracer reads x86-64 registers"); }
+#endif
 
 }  // namespace
 
