@@ -1,6 +1,8 @@
 // Exhaustive model checking of the two lock-free protocols the library rests on: the MPMC/MPSC
-// ring with crash recovery (src/ring.hpp, src/recovery.cpp) and the futex wait/wake handshake
-// (src/wait.hpp, src/wait.cpp). Each is restated here as small state machines, independent of the
+// ring with crash recovery (src/ring.hpp, src/recovery.cpp), where a claimant may die between any
+// two of its steps, including between its cursor CAS and its claim tags, and peers judge its
+// positions from the tags and the participant records' intents (issue #11); and the futex
+// wait/wake handshake (src/wait.hpp, src/wait.cpp). Each is restated here as small state machines, independent of the
 // library's code, and model/explorer.hpp tries every interleaving of their atomic steps.
 //
 // Every property is checked twice over: the protocol must pass, and mutants (the protocol with
@@ -108,7 +110,7 @@ private:
 // lone consumer owns its position: it claims nothing, and stores tail after each slot.
 //
 // Recovery is separate steps too. A consumer finding p's slot at 4p (an MPMC producer: p-cap's
-// slot at 4(p-cap)+1) judges that position P: it loads the other cursor (was P claimed?),
+// slot at 4(p-cap)+1) judges that position P: it loads the other cursor (was P claimed?) and
 // re-reads the seq (still stuck?), reads the tag, reads each record of the claimants of P's side
 // one by one, re-reads the tag, and takes over by CAS (to 4P+2, abandoned, which consumers skip
 // and count; or to 4p, free, counting a skip). It decides from what it read, as the library: a
@@ -123,7 +125,18 @@ private:
 // A crash may come between any two steps: a producer's anywhere, an MPMC consumer's while it has
 // an intent or holds a claim (else it is just one consumer fewer; the lone consumer's death is a
 // restart, not modelled). Events count that the window of issue #11 was reached: a claimant dead
-// between its cursor CAS and its tags, and a take-over judged from intents.
+// between its cursor CAS and its tags (or between two tags of a batch), and a take-over judged
+// from intents.
+//
+// Reductions keep each configuration to about a million states; each drops only steps or states
+// whose futures are the same as others': the cursor load and the stuck re-read are one step (a
+// cursor once past P stays past, a slot once not stuck for P never is again); a give-up's intent
+// clear is part of the read that decided it; copies (and the consumer's re-read) fold into the
+// neighbouring step on a side whose claimants cannot be misjudged; a judge waits at once when
+// nobody on P's side is or can become dead (it could only wait); the two producers, and the two
+// consumers, are interchangeable (canonical()); and "one crash" runs as its two halves, a
+// producer's and a consumer's (Config::victims), since a judge of the side nobody can die on
+// then waits at once.
 //
 // A thread that finds nothing to do (full, empty, claimant alive) blocks, and runs again only
 // once a fresh attempt from the current state would not block again: the library polls or
@@ -261,6 +274,7 @@ enum Event {
     kReclaimByIntent,  // a consumer's position taken over, judged from intents (untagged)
     kRetagged,         // a judge's re-read found the tag the first read had not
     kWaitedForIntent,  // a judge waited because a covering intent's holder lives
+    kWindowRecovered,  // a take-over from intents freed the untagged position of a dead claimant
     kEvents
 };
 
@@ -727,6 +741,14 @@ private:
             case kJTakeOver: {
                 const bool byIntent = th.seen & kByIntent;
                 th.seen = 0;
+                // For the count only (the judge does not know it): was P won by a claimant that
+                // died before tagging it? That is the window of issue #11, recovered.
+                for (int r = producerSide ? 0 : kProducers; r < (producerSide ? kProducers : threads()); ++r) {
+                    const Thread &w = s.th[r];
+                    if (stuck && byIntent && (w.flags & kCrashed) && w.held && P >= w.p && P < w.p + w.n &&
+                        !tagNames(s, P, r))
+                        count(kWindowRecovered);
+                }
                 note(role(t), " takes over p=", P, stuck ? "" : ": CAS fails");
                 if (!stuck) {
                     th.pc = producerSide ? kStart : kLoadRun;
@@ -1014,6 +1036,7 @@ TEST_CASE("ring: every element is delivered once and in order, in every interlea
 // cursor CAS and its tag, and a peer took its position over, judged from the records' intents.
 void requireWindowReached(const ring::Model &m, bool consumerDied) {
     CHECK(m.reached(ring::kCrashUntagged) > 0);
+    CHECK(m.reached(ring::kWindowRecovered) > 0);
     if (consumerDied) {
         CHECK(m.reached(ring::kReclaim) > 0);
         CHECK(m.reached(ring::kReclaimByIntent) > 0);
