@@ -1,6 +1,8 @@
 // Exhaustive model checking of the two lock-free protocols the library rests on: the MPMC/MPSC
-// ring with crash recovery (src/ring.hpp, src/recovery.cpp) and the futex wait/wake handshake
-// (src/wait.hpp, src/wait.cpp). Each is restated here as small state machines, independent of the
+// ring with crash recovery (src/ring.hpp, src/recovery.cpp), where a claimant may die between any
+// two of its steps, including between its cursor CAS and its claim tags, and peers judge its
+// positions from the tags and the participant records' intents (issue #11); and the futex
+// wait/wake handshake (src/wait.hpp, src/wait.cpp). Each is restated here as small state machines, independent of the
 // library's code, and model/explorer.hpp tries every interleaving of their atomic steps.
 //
 // Every property is checked twice over: the protocol must pass, and mutants (the protocol with
@@ -10,12 +12,14 @@
 // variant is asserted to fail. Every run prints its state count, and every counterexample its
 // schedule (WARN), so a failure reads as a trace.
 //
-// JOIN_SHM_STRESS_SCALE < 1 (sanitizer builds in CI) drops only the largest configurations
-// (MPMC at capacities 2 and 3 with recovery); the small exhaustive ones always run.
+// JOIN_SHM_STRESS_SCALE < 1 (sanitizer builds in CI) drops only the largest configurations (MPMC
+// at capacities 2 and 3 with recovery, MPMC batches, MPMC with misjudged claimants: the release
+// build runs them all); the small exhaustive ones always run.
 #include "model/explorer.hpp"
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -33,10 +37,10 @@ double stressScale() {
     return end != text && value > 0 ? value : 1.0;
 }
 
-// The largest capacity to explore for an MPMC configuration of hundreds of thousands of states:
-// 3 at full scale, `reduced` below it (sanitizer builds; ThreadSanitizer makes each step ~10x
-// slower). Capacity 1 (every slot reused at once) and the MPSC runs always run in full.
-int mpmcCapacities(int reduced) { return stressScale() >= 1.0 ? 3 : reduced; }
+// The largest capacity to explore for an MPMC configuration of up to a few million states: `full`
+// at full scale, `reduced` below it (sanitizer builds; ThreadSanitizer makes each step ~10x
+// slower). The MPSC runs always run in full.
+int mpmcCapacities(int reduced, int full = 3) { return stressScale() >= 1.0 ? full : reduced; }
 
 // Runs the explorer and logs the outcome, so a run prints states per configuration.
 template <class Model>
@@ -90,21 +94,50 @@ private:
 };
 
 // =============================================================================================
-// Model 1: the ring (src/ring.hpp, src/recovery.cpp).
+// Model 1: the ring (src/ring.hpp, src/recovery.cpp, the participant records of layout.hpp).
 //
-// Slots hold seq = 4*pos + code (kFree 0, kFull 1, kAbandoned 2) and an element. Producers claim
-// a position by CAS on head, copy the element in, and publish by CAS seq 4p -> 4p+1. MPMC
-// consumers claim by CAS on tail, re-read the slot (dropAbandoned), then copy the element out and
-// release by CAS seq 4p+1 -> 4(p+cap), or, for an abandoned slot, store 4(p+cap) and count a skip.
-// The MPSC lone consumer does the same on its own position and stores tail after each slot.
+// Slots hold seq = 4*pos + code (kFree 0, kFull 1, kAbandoned 2), an element, and a claim tag
+// naming a position and a claimant (whose thread gives the side: producer or consumer). Each
+// claimant (a producer on head, an MPMC consumer on tail) has a participant record whose intent,
+// X or none, says "I am about to claim from X on my cursor"; it covers [X, X + capacity). A claim
+// is the library's sequence of separate atomic steps:
+//   load the cursor; read the seq of each slot of the run (one step each, up to the batch size);
+//   store the intent X; CAS the cursor X -> X+n (a lost CAS reads the slots at the cursor it got
+//   back and stores a new intent); store the tag of each claimed slot; clear the intent; then
+//   producer: copy each element in, publish each by CAS seq 4p -> 4p+1;
+//   MPMC consumer: re-read each leading slot and free an abandoned one with a skip counted
+//   (dropAbandoned), copy each element out, release each by CAS seq 4p+1 -> 4(p+cap).
+// A claimant that gives up (full, empty, a claimant that lives) clears its intent first. The MPSC
+// lone consumer owns its position: it claims nothing, and stores tail after each slot.
 //
-// Recovery: a consumer finding seq == 4p with head > p and p's claimant dead CASes seq to 4p+2
-// (abandoned); an MPMC producer finding seq == 4(p-cap)+1 with tail > p-cap and that position's
-// consumer dead CASes it to 4p and counts a skip. The model knows exactly who is dead (the library
-// learns it from the pid+position tag, and takes over nothing else). Since a dead claimant never
-// acts again, the model's CAS finishes behave as the library's plain-store finishes there. The
-// model can also let peers misjudge a live claimant as dead, which the library never does, to
-// show what that would cost and that CAS finishes would be needed then.
+// Recovery is separate steps too. A consumer finding p's slot at 4p (an MPMC producer: p-cap's
+// slot at 4(p-cap)+1) judges that position P: it loads the other cursor (was P claimed?) and
+// re-reads the seq (still stuck?), reads the tag, reads each record of the claimants of P's side
+// one by one, re-reads the tag, and takes over by CAS (to 4P+2, abandoned, which consumers skip
+// and count; or to 4p, free, counting a skip). It decides from what it read, as the library: a
+// tag naming P and the side -> take over iff the tag's holder is dead; an untagged P -> take over
+// iff at least one intent covers P and every covering holder is dead (none covering: wait). Only a
+// holder's liveness is an oracle (its crashed flag), as the pid+start-time check is the library's.
+// Not modelled: reopening (a dead holder's record reused), the grace period (any wait is allowed).
+// Since a dead claimant never acts again, the model's CAS finishes behave as the library's
+// plain-store finishes there. The model can also let peers misjudge a live claimant as dead, which
+// the library cannot rule out (a stall past the grace period), to show what that costs.
+//
+// A crash may come between any two steps: a producer's anywhere, an MPMC consumer's while it has
+// an intent or holds a claim (else it is just one consumer fewer; the lone consumer's death is a
+// restart, not modelled). Events count that the window of issue #11 was reached: a claimant dead
+// between its cursor CAS and its tags (or between two tags of a batch), and a take-over judged
+// from intents.
+//
+// Reductions keep each configuration to about a million states; each drops only steps or states
+// whose futures are the same as others': the cursor load and the stuck re-read are one step (a
+// cursor once past P stays past, a slot once not stuck for P never is again); a give-up's intent
+// clear is part of the read that decided it; copies (and the consumer's re-read) fold into the
+// neighbouring step on a side whose claimants cannot be misjudged; a judge waits at once when
+// nobody on P's side is or can become dead (it could only wait); the two producers, and the two
+// consumers, are interchangeable (canonical()); and "one crash" runs as its two halves, a
+// producer's and a consumer's (Config::victims), since a judge of the side nobody can die on
+// then waits at once.
 //
 // A thread that finds nothing to do (full, empty, claimant alive) blocks, and runs again only
 // once a fresh attempt from the current state would not block again: the library polls or
@@ -124,29 +157,31 @@ enum Pc : uint8_t {
     kStart,    // about to begin an attempt with its first load
     kBlocked,  // found nothing to do; moves again when a fresh attempt would not block
     kDone,     // producer: all elements pushed (or closed)
+    // claimants: producers, MPMC consumers
+    kLoadRun,  // read the seq of position p+n: is it (still) part of the run?
+    kIntent,   // intent = p
+    kCas,      // CAS the cursor p -> p+n
+    kTag,      // tag position p+k
+    kClear,    // intent = none
     // producer
-    kPLoadSeq,   // read the slot of p (head was loaded)
-    kPCasHead,   // claim p
-    kPWrite,     // copy the element into the slot
-    kPPublish,   // CAS seq 4p -> 4p+1
-    kPLoadTail,  // recovery: did a consumer take position p-cap?
-    kPReclaim,   // recovery: CAS seq 4(p-cap)+1 -> 4p
+    kPWrite,    // copy element k into the slot of p+k
+    kPPublish,  // CAS seq 4(p+k) -> 4(p+k)+1
     // MPMC consumer
-    kCLoadSeq,   // read the slot of p (tail was loaded)
-    kCLoadHead,  // recovery: was p claimed by a producer?
-    kCAbandon,   // recovery: CAS seq 4p -> 4p+2
-    kCCasTail,   // claim p
-    kCReread,    // dropAbandoned's re-read: abandoned or full?
-    kCSkip,      // store 4(p+cap), count a skip
-    kCRead,      // copy the element out
-    kCRelease,   // CAS seq 4p+1 -> 4(p+cap); then the element is returned
+    kCReread,   // dropAbandoned's re-read of p+k: abandoned or full?
+    kCSkip,     // free abandoned p+k, count a skip
+    kCRead,     // copy element k out
+    kCRelease,  // CAS seq 4(p+k)+1 -> 4(p+k+cap); then the element is returned
     // MPSC lone consumer (its cursor is its own p)
-    kLLoadHead,   // recovery, as kCLoadHead
-    kLAbandon,    // recovery, as kCAbandon
     kLSkip,       // store 4(p+cap), count a skip
     kLRead,       // copy the element out
     kLRelease,    // store 4(p+cap); the element is returned
     kLStoreTail,  // p += 1, tail = p
+    // judge, any role: position P is p (consumers) or p-cap (MPMC producers)
+    kJCursor,    // load the cursor of P's claimants (was P claimed?), re-read P's seq (still stuck?)
+    kJTag,       // read P's tag
+    kJRecord,    // read the record of claimant k of P's side
+    kJRetag,     // re-read P's tag
+    kJTakeOver,  // CAS P's seq from stuck to taken over
 };
 
 // What became of each element, for the checks only.
@@ -157,12 +192,20 @@ enum Flag : uint8_t {
     kSuspected = 2,  // live, but peers judge it dead (for its current claim only)
 };
 
+// What a judge has read in the records (Thread::seen).
+enum Seen : uint8_t { kCovered = 1, kCoveredLive = 2, kByIntent = 4 };
+
 struct Thread {
     uint8_t pc;
-    uint8_t p;                 // the position being worked on
-    uint8_t next;              // producer: index of its next element
-    uint8_t elem;              // consumer: the element copied out
-    uint8_t last[kProducers];  // consumer: 1 + index of the last element it returned, per producer
+    uint8_t p;                   // the position being worked on (first of the run)
+    uint8_t n;                   // claimant: length of the run
+    uint8_t k;                   // index within the run, or of the record a judge reads next
+    uint8_t held;                // claimant: the run [p, p+n) is won (its CAS succeeded)
+    uint8_t e;                   // MPMC consumer: elements counted while reading the run; then the first one's index
+    uint8_t seen;                // judge: Seen bits
+    uint8_t next;                // producer: index of its next element
+    uint8_t elem[kMaxCapacity];  // consumer: the elements copied out, by index in the run
+    uint8_t last[kProducers];    // consumer: 1 + index of the last element it returned, per producer
     uint8_t flags;
 };
 
@@ -170,7 +213,10 @@ struct State {
     uint8_t head, tail, skipped;
     uint8_t crashes, suspicions, closes;  // nondeterministic events left to happen
     uint8_t seq[kMaxCapacity];
-    uint8_t elem[kMaxCapacity];  // Elem codes: the last element copied into each slot
+    uint8_t elem[kMaxCapacity];    // Elem codes: the last element copied into each slot
+    uint8_t tagPos[kMaxCapacity];  // claim tags: the position...
+    uint8_t tagWho[kMaxCapacity];  // ...and 1 + the claimant's thread (0: untagged, a zeroed slot)
+    uint8_t intent[kMaxThreads];   // participant records: 1 + X, or 0 for none
     uint8_t status[kProducers * kMaxPerProducer];
     Thread th[kMaxThreads];
 };
@@ -179,12 +225,21 @@ struct Config {
     int capacity = 2;
     bool mpsc = false;  // one lone consumer instead of two MPMC consumers
     int perProducer = 2;
-    int crashes = 0;     // threads that may die at any step (consumers: while holding a claim)
+    int pushBatch = 1;   // a producer claims up to this many slots per CAS (its elements left at most)
+    int popBatch = 1;    // an MPMC consumer claims up to this many elements per CAS
+    int crashes = 0;     // threads that may die at any step (consumers: while claiming or holding)
     int suspicions = 0;  // live claimants that peers may judge dead (stalled past the grace period)
-    int closes = 0;      // producers that may close holding a claim: publish it abandoned
+    // Who may die or be misjudged: 0 anyone, else only producers (1) or only consumers (2). "One
+    // crash" is the union of its two halves, and each half is smaller: a judge of the side nobody
+    // can die on waits at once (see judge()).
+    int victims = 0;
+    int closes = 0;  // producers that may close holding a claim: publish it abandoned
 
-    // The element copy is a step of its own (a stalled producer may finish it late). Off: the copy
-    // is part of the claim, as if no producer ever stalled mid-copy.
+    // The producer's element copy is a step of its own (a stalled producer may finish it late). Off:
+    // the copy is part of the cursor CAS, as if no producer ever stalled mid-copy. On a side whose
+    // claimants cannot be misjudged the copies are always folded (the producer's into its cursor
+    // CAS, the consumer's into its release): nobody else touches a slot's element between its claim
+    // and its publish or release then, so a copy commutes with every other step.
     bool separateWrite = true;
     // A producer also frees an abandoned slot whose consumer died before skipping it. Off, as in
     // the library today: recoverForProducer only takes over full slots.
@@ -198,17 +253,45 @@ struct Config {
     bool releaseByStore = false;       // MPMC release with a plain store instead of a CAS
     bool keepOnFailedRelease = false;  // return the element although the release CAS failed
     bool abandonLive = false;          // take over a claim without asking whether its owner died
+    bool noIntent = false;             // no records: judge an untagged slot as a live claimant's
+    bool tagBeforeCas = false;         // store the tags before the cursor CAS instead of after
+    bool noReread = false;             // judge from the records without re-reading the tag
+    bool clearBeforeTag = false;       // clear the intent right after the CAS, before tagging
 };
 
 // Events counted over the exploration, so a test can insist its interesting paths were taken
 // (a model that never reaches recovery would pass vacuously).
-enum Event { kCasLost, kAbandon, kReclaim, kSkip, kPushCancelled, kCopyDropped, kEvents };
+enum Event {
+    kCasLost,
+    kAbandon,
+    kReclaim,
+    kSkip,
+    kPushCancelled,
+    kCopyDropped,
+    kBatchClaim,       // a claim won a run of more than one slot
+    kCrashUntagged,    // a claimant died after its cursor CAS with a claimed position untagged
+    kCrashMidTags,     // ...with some of its run tagged and some not (inside the tag loop)
+    kAbandonByIntent,  // a producer's position taken over, judged from intents (untagged)
+    kReclaimByIntent,  // a consumer's position taken over, judged from intents (untagged)
+    kRetagged,         // a judge's re-read found the tag the first read had not
+    kWaitedForIntent,  // a judge waited because a covering intent's holder lives
+    kWindowRecovered,  // a take-over from intents freed the untagged position of a dead claimant
+    kEvents
+};
 
 class Model {
 public:
     using State = ring::State;
 
-    explicit Model(Config c) : c_(c) {}
+    explicit Model(Config c) : c_(c) {
+        // The claim's steps between reading the run and finishing it, in the order of this config.
+        if (!c_.noIntent) order_[stages_++] = kIntent;
+        if (c_.tagBeforeCas) order_[stages_++] = kTag;
+        order_[stages_++] = kCas;
+        if (c_.clearBeforeTag && !c_.noIntent) order_[stages_++] = kClear;
+        if (!c_.tagBeforeCas) order_[stages_++] = kTag;
+        if (!c_.clearBeforeTag && !c_.noIntent) order_[stages_++] = kClear;
+    }
 
     uint64_t reached(Event e) const { return events_[e]; }
 
@@ -224,26 +307,52 @@ public:
         return s;
     }
 
-    // The two MPMC consumers run the same code: which is which does not matter.
+    // The two producers run the same code: which is which does not matter, once their records,
+    // the tags naming them and their elements (in slots, statuses and consumers' copies and order
+    // memory) are renamed along. The two MPMC consumers likewise, with their records and tags. Not
+    // while a judge is between the two records of its scan: it has read one's and not the other's.
+    //
+    // A tag whose position's claim on its side is over (the slot moved past it) reads as untagged
+    // to every later judge, which looks for a tag naming its own stuck position: it is forgotten.
     State canonical(const State &s) const {
         State c = s;
-        if (!c_.mpsc && std::memcmp(&c.th[2], &c.th[3], sizeof(Thread)) > 0) std::swap(c.th[2], c.th[3]);
+        for (int i = 0; i < c_.capacity; ++i) {
+            const int q = c.tagPos[i], seq = c.seq[i];
+            const bool open =
+                isProducer(c.tagWho[i] - 1) ? seq == 4 * q + kFree : seq == 4 * q + kFull || seq == 4 * q + kAbandoned;
+            if (c.tagWho[i] && !open) c.tagPos[i] = c.tagWho[i] = 0;
+        }
+        bool midScan = false;
+        for (int t = kProducers; t < threads(); ++t)
+            midScan = midScan || (s.th[t].pc == kJRecord && s.th[t].k == 1);
+        const int producers = std::memcmp(&c.th[0], &c.th[1], sizeof(Thread));
+        if (!midScan && (producers > 0 || (producers == 0 && c.intent[0] > c.intent[1]))) swapProducers(c);
+        if (c_.mpsc) return c;
+        for (int t = 0; t < kProducers; ++t)
+            if (s.th[t].pc == kJRecord && s.th[t].k == 1) return c;
+        const int order = std::memcmp(&c.th[2], &c.th[3], sizeof(Thread));
+        if (order < 0 || (order == 0 && c.intent[2] <= c.intent[3])) return c;
+        std::swap(c.th[2], c.th[3]);
+        std::swap(c.intent[2], c.intent[3]);
+        for (int i = 0; i < c_.capacity; ++i)
+            if (c.tagWho[i] == 3 || c.tagWho[i] == 4) c.tagWho[i] = static_cast<uint8_t>(7 - c.tagWho[i]);
         return c;
     }
 
     // A thread's alternatives: its next step (when it can move), dying, stalling, closing.
+    // The step comes last, so that step() can tell the others apart without the costly look-ahead.
     enum Action { kStep, kCrash, kSuspect, kClose };
-    int actions(const State &s, int t, Action out[4]) const {
+    int actions(const State &s, int t, Action out[4], bool lookAhead = true) const {
         const Thread &th = s.th[t];
         int n = 0;
         if (th.flags & kCrashed || th.pc == kDone) return 0;
-        if (th.pc != kBlocked || !wouldBlock(s, t)) out[n++] = kStep;
-        // A consumer that dies holding nothing is just one consumer fewer. The lone consumer's
-        // death is a restart (its successor resumes from tail): not modelled.
-        if (s.crashes && (isProducer(t) || (!c_.mpsc && isConsumerHolding(th)))) out[n++] = kCrash;
-        if (s.suspicions && holdsClaim(th, t) && !(th.flags & kSuspected) && (isProducer(t) || !c_.mpsc))
+        // A consumer that dies neither claiming nor holding is just one consumer fewer. The lone
+        // consumer's death is a restart (its successor resumes from tail): not modelled.
+        if (s.crashes && mayFail(t) && (isProducer(t) || (!c_.mpsc && (th.held || s.intent[t])))) out[n++] = kCrash;
+        if (s.suspicions && mayFail(t) && th.held && !(th.flags & kSuspected) && (isProducer(t) || !c_.mpsc))
             out[n++] = kSuspect;
-        if (s.closes && isProducer(t) && th.pc == kPPublish) out[n++] = kClose;
+        if (s.closes && isProducer(t) && th.pc == kPPublish && th.n == 1) out[n++] = kClose;
+        if (!lookAhead || th.pc != kBlocked || !wouldBlock(s, t)) out[n++] = kStep;
         return n;
     }
     int choices(const State &s, int t) const {
@@ -253,14 +362,27 @@ public:
 
     const char *step(State &s, int t, int choice, std::string *text) const {
         Action a[4];
-        actions(s, t, a);
+        actions(s, t, a, false);
         Thread &th = s.th[t];
         Note note(text);
         switch (a[choice]) {
-            case kCrash:
+            case kCrash: {
                 th.flags |= kCrashed;
                 --s.crashes;
+                int tagged = 0;
+                for (int j = 0; th.held && j < th.n; ++j)
+                    tagged += tagNames(s, th.p + j, t);
+                if (th.held && tagged < th.n) count(kCrashUntagged);
+                if (th.held && tagged > 0 && tagged < th.n) count(kCrashMidTags);
+                // Forget what a dead thread no longer uses, so deaths at different steps converge:
+                // only what it holds (for the terminal checks) and a producer's progress remain.
+                const Thread dead = th;
+                th = Thread{};
+                th.flags = dead.flags;
+                th.next = dead.next;
+                if (dead.held) th.held = 1, th.p = dead.p, th.n = dead.n;
                 return note("dies"), nullptr;
+            }
             case kSuspect:
                 th.flags |= kSuspected;
                 --s.suspicions;
@@ -273,6 +395,7 @@ public:
                 if (ok) s.seq[i] = static_cast<uint8_t>(4 * th.p + kAbandoned);
                 s.status[elementId(t, th.next)] = kWithdrawn;
                 th.pc = kDone;
+                th.held = 0;
                 return note("producer closes holding p=", th.p, ok ? ": abandoned" : ": CAS fails"), nullptr;
             }
             case kStep:
@@ -307,11 +430,13 @@ public:
         bool heldElement[kProducers * kMaxPerProducer] = {};
         for (int t = kProducers; t < threads(); ++t) {
             const Thread &th = s.th[t];
-            if (!isConsumerHolding(th)) continue;
+            if (!th.held) continue;
             if (!(th.flags & kCrashed)) return "stall: a live consumer holds a slot";
-            const int seq = s.seq[slot(th.p)];
-            if (seq == 4 * th.p + kFull) heldElement[idOf(s.elem[slot(th.p)])] = true;
-            if (seq == 4 * th.p + kFull || seq == 4 * th.p + kAbandoned) ++held;
+            for (int j = 0; j < th.n; ++j) {
+                const int q = th.p + j, seq = s.seq[slot(q)];
+                if (seq == 4 * q + kFull) heldElement[idOf(s.elem[slot(q)])] = true;
+                if (seq == 4 * q + kFull || seq == 4 * q + kAbandoned) ++held;
+            }
         }
         int delivered = 0, lost = 0;
         for (int t = 0; t < kProducers; ++t) {
@@ -321,7 +446,7 @@ public:
                 const int id = elementId(t, k);
                 const uint8_t st = s.status[id];
                 if (st == kPublished && !heldElement[id]) return "stall: a published element is never delivered";
-                // A dead producer's elements: those before the one in flight, nothing after.
+                // A dead producer's elements: those before the ones in flight, nothing after.
                 if (k < th.next && st == kUnpublished) return "an element pushed is unaccounted for";
                 if (k >= th.next && st != kUnpublished && st != kWithdrawn) return "an element never pushed was seen";
                 delivered += st == kDelivered;
@@ -332,7 +457,8 @@ public:
         // Every claimed position was delivered, skipped (abandoned or reclaimed), or is held by a
         // dead consumer; each lost element has a consumer that died or stalled holding it.
         if (delivered + s.skipped + held != s.head) return "delivered + skipped + held != positions claimed";
-        if (lost > c_.crashes + c_.suspicions) return "more elements lost than consumers died or stalled";
+        if (lost > (c_.crashes + c_.suspicions) * c_.popBatch)
+            return "more elements lost than consumers died or stalled";
         return nullptr;
     }
 
@@ -347,6 +473,20 @@ public:
         note("] elem=[");
         for (int i = 0; i < c_.capacity; ++i)
             note(i ? " " : "", Elem{s.elem[i]});
+        note("] tag=[");
+        for (int i = 0; i < c_.capacity; ++i) {
+            if (s.tagWho[i])
+                note(i ? " " : "", s.tagPos[i], "@T", s.tagWho[i] - 1);
+            else
+                note(i ? " -" : "-");
+        }
+        note("] intent=[");
+        for (int t = 0; t < threads(); ++t) {
+            if (s.intent[t])
+                note(t ? " " : "", s.intent[t] - 1);
+            else
+                note(t ? " -" : "-");
+        }
         note("] status=[");
         for (int e = 0; e < kProducers * c_.perProducer; ++e) {
             note(e ? " " : "", Elem{code(e)}, ":");
@@ -357,27 +497,58 @@ public:
 
 private:
     bool isProducer(int t) const { return t < kProducers; }
+    void swapProducers(State &c) const {
+        auto rename = [](uint8_t &elemCode) {
+            if (elemCode) elemCode = static_cast<uint8_t>(elemCode + ((elemCode - 1) / 2 ? -2 : 2));
+        };
+        std::swap(c.th[0], c.th[1]);
+        std::swap(c.intent[0], c.intent[1]);
+        for (int i = 0; i < c_.capacity; ++i) {
+            if (c.tagWho[i] == 1 || c.tagWho[i] == 2) c.tagWho[i] = static_cast<uint8_t>(3 - c.tagWho[i]);
+            rename(c.elem[i]);
+        }
+        for (int k = 0; k < c_.perProducer; ++k)
+            std::swap(c.status[elementId(0, k)], c.status[elementId(1, k)]);
+        for (int t = kProducers; t < threads(); ++t) {
+            for (uint8_t &copy : c.th[t].elem)
+                rename(copy);
+            std::swap(c.th[t].last[0], c.th[t].last[1]);
+        }
+    }
+    bool mayFail(int t) const { return c_.victims == 0 || (c_.victims == 1) == isProducer(t); }
     int slot(int position) const { return position % c_.capacity; }
     int elementId(int producer, int k) const { return producer * c_.perProducer + k; }
     uint8_t code(int id) const { return static_cast<uint8_t>(1 + 2 * (id / c_.perProducer) + id % c_.perProducer); }
     int idOf(uint8_t elemCode) const { return elementId((elemCode - 1) / 2, (elemCode - 1) % 2); }
+    const char *role(int t) const { return isProducer(t) ? "producer" : c_.mpsc ? "lone consumer" : "consumer"; }
 
-    static bool isProducerHolding(const Thread &th) { return th.pc == kPWrite || th.pc == kPPublish; }
-    static bool isConsumerHolding(const Thread &th) {
-        return th.pc == kCReread || th.pc == kCSkip || th.pc == kCRead || th.pc == kCRelease;
+    // Does the tag of `position`'s slot name it, claimed by thread `who`?
+    bool tagNames(const State &s, int position, int who) const {
+        const int i = slot(position);
+        return s.tagPos[i] == position && s.tagWho[i] == who + 1;
     }
-    bool holdsClaim(const Thread &th, int t) const {
-        return isProducer(t) ? isProducerHolding(th) : isConsumerHolding(th);
+    // The liveness oracle (pid plus start time in the library): dead, or misjudged as dead.
+    bool alive(const State &s, int t) const { return !c_.abandonLive && !(s.th[t].flags & (kCrashed | kSuspected)); }
+    bool covers(uint8_t intent, int position) const {
+        return intent && position >= intent - 1 && position < intent - 1 + c_.capacity;
     }
-    // What recovery learns from the claim tag and the pid behind it: is p's claimant gone?
-    bool claimantGone(const State &s, int position, bool producerSide) const {
-        const int from = producerSide ? 0 : kProducers, to = producerSide ? kProducers : threads();
-        for (int t = from; t < to; ++t) {
-            const Thread &th = s.th[t];
-            if (th.p != position || !(producerSide ? isProducerHolding(th) : isConsumerHolding(th))) continue;
-            return c_.abandonLive || (th.flags & (kCrashed | kSuspected));
-        }
-        return false;
+    // Are the copies steps of their own? Only on a side whose claimants may be misjudged (see
+    // Config::separateWrite); the consumer's re-read of its claimed slots likewise.
+    bool copyStep() const { return c_.separateWrite && c_.suspicions > 0 && mayFail(0); }
+    bool readStep() const { return c_.suspicions > 0 && mayFail(kProducers); }
+    // The most a claimant takes in one CAS.
+    int want(const State &s, int t) const {
+        const int w = isProducer(t) ? std::min(c_.pushBatch, c_.perProducer - s.th[t].next) : c_.popBatch;
+        return std::min(w, c_.capacity);
+    }
+    // The claim step after `done` in this config's order; past the last, the claim is made.
+    Pc after(Pc done, int t) const {
+        int i = 0;
+        while (order_[i] != done)
+            ++i;
+        if (i + 1 < stages_) return order_[i + 1];
+        if (!isProducer(t)) return kCReread;
+        return copyStep() ? kPWrite : kPPublish;
     }
 
     // Would a fresh attempt by thread t, alone from state s, block again before writing anything?
@@ -388,7 +559,7 @@ private:
         uint64_t saved[kEvents];
         std::memcpy(saved, events_, sizeof saved);  // a look ahead, not a step taken
         bool blocks = false;
-        for (int i = 0; i < 8 && !blocks; ++i) {
+        for (int i = 0; i < 16 && !blocks; ++i) {
             move(x, t, quiet);
             if (x.th[t].pc == kBlocked)
                 blocks = true;
@@ -399,16 +570,27 @@ private:
         return blocks;
     }
 
-    static const char *block(Thread &th, bool keepPosition, const Note &note, const char *why) {
+    // Nothing to do: the claim returns -EAGAIN, clearing a stale intent (from a lost CAS) first.
+    // The clear is part of the step that decided: that step only read, so dying between the two
+    // is dying before the decision, and a stale intent seen a little longer only delays judges.
+    static const char *block(State &s, int t, bool keepPosition, const Note &note, const char *why) {
+        Thread &th = s.th[t];
         th.pc = kBlocked;
         if (!keepPosition) th.p = 0;  // dead local state: keeps equal states equal
-        note(why, ": blocks");
+        th.n = th.k = th.e = th.seen = 0;
+        note(why, s.intent[t] ? ": clears its intent, blocks" : ": blocks");
+        s.intent[t] = 0;
         return nullptr;
     }
 
-    const char *deliver(State &s, Thread &th, const Note &note) const {
-        const uint8_t elemCode = th.elem;
-        th.elem = 0;
+    // A run is finished (or was all skipped): back to a fresh attempt.
+    static void endRun(Thread &th) {
+        th.flags &= static_cast<uint8_t>(~kSuspected);
+        th.pc = kStart;
+        th.p = th.n = th.k = th.e = th.held = 0;
+    }
+
+    const char *deliver(State &s, Thread &th, uint8_t elemCode, const Note &note) const {
         note(", returns ", Elem{elemCode});
         if (!elemCode) return "a consumer returned a slot nobody wrote";
         const int id = idOf(elemCode), producer = (elemCode - 1) / 2, k = (elemCode - 1) % 2;
@@ -431,85 +613,247 @@ private:
     }
 
     const char *move(State &s, int t, const Note &note) const {
+        const uint8_t pc = s.th[t].pc;
+        if (pc >= kJCursor) return judgeStep(s, t, note);
+        if (pc >= kIntent && pc <= kClear) return claimStep(s, t, note);
         if (isProducer(t)) return producerStep(s, t, note);
         return c_.mpsc ? loneStep(s, t, note) : consumerStep(s, t, note);
     }
 
+    // The claim proper, common to producers and MPMC consumers: the run [p, p+n) was read.
+    const char *claimStep(State &s, int t, const Note &note) const {
+        Thread &th = s.th[t];
+        uint8_t &cursor = isProducer(t) ? s.head : s.tail;
+        const char *name = isProducer(t) ? "head" : "tail";
+        const Pc pc = static_cast<Pc>(th.pc);
+        switch (pc) {
+            case kIntent:
+                s.intent[t] = static_cast<uint8_t>(1 + th.p);
+                th.pc = after(pc, t);
+                return note(role(t), " stores intent ", th.p), nullptr;
+            case kCas:
+                if (cursor != th.p) {  // compare_exchange_weak hands back the current cursor
+                    count(kCasLost);
+                    note(role(t), " CAS ", name, " ", th.p, " fails, ", name, " = ", cursor);
+                    th.p = cursor;
+                    th.n = th.e = 0;
+                    th.pc = kLoadRun;
+                    return nullptr;
+                }
+                cursor = static_cast<uint8_t>(th.p + th.n);
+                th.held = 1;
+                th.e = 0;  // the elements counted in the run: read again by dropAbandoned
+                if (th.n > 1) count(kBatchClaim);
+                note(role(t), " claims p=", th.p);
+                if (th.n > 1) note("..", th.p + th.n - 1);
+                if (isProducer(t) && !copyStep())
+                    for (int j = 0; j < th.n; ++j) {
+                        s.elem[slot(th.p + j)] = code(elementId(t, th.next + j));
+                        note(", writes ", Elem{s.elem[slot(th.p + j)]});
+                    }
+                th.pc = after(pc, t);
+                return nullptr;
+            case kTag: {
+                const int q = th.p + th.k;
+                s.tagPos[slot(q)] = static_cast<uint8_t>(q);
+                s.tagWho[slot(q)] = static_cast<uint8_t>(t + 1);
+                note(role(t), " tags p=", q);
+                if (++th.k < th.n) return nullptr;
+                th.k = 0;
+                th.pc = after(pc, t);
+                return nullptr;
+            }
+            case kClear:
+                s.intent[t] = 0;
+                th.pc = after(pc, t);
+                return note(role(t), " clears its intent"), nullptr;
+            default:
+                return "a claim step out of place";
+        }
+    }
+
+    // The judge: P's claimant (a producer for a consumer, an MPMC consumer for a producer) moved
+    // its cursor past P, and P's slot stays unfinished. Take it over iff that claimant is dead.
+    const char *judgeStep(State &s, int t, const Note &note) const {
+        Thread &th = s.th[t];
+        const bool producerSide = !isProducer(t);  // whose claim is judged
+        const int P = producerSide ? th.p : th.p - c_.capacity, i = slot(P);
+        const bool keep = c_.mpsc && producerSide;  // the lone consumer keeps its position
+        const int seq = s.seq[i];
+        const bool stuck = producerSide ? seq == 4 * P + kFree
+                                        : seq == 4 * P + kFull || (c_.reclaimAbandoned && seq == 4 * P + kAbandoned);
+        // A tag names P only if it names P's side: a consumer's tag for a producer, and back.
+        auto taggedBy = [&]() -> int {
+            const int who = s.tagWho[i] - 1;
+            return who >= 0 && s.tagPos[i] == P && isProducer(who) == producerSide ? who : -1;
+        };
+        auto byTag = [&](int who) -> const char * {
+            if (alive(s, who)) return block(s, t, keep, note, ": tagged by a live claimant");
+            th.pc = kJTakeOver;
+            th.seen = 0;
+            return note(": its claimant died"), nullptr;
+        };
+        switch (th.pc) {
+            case kJCursor: {
+                const int cursor = producerSide ? s.head : s.tail;
+                note(role(t), " loads ", producerSide ? "head = " : "tail = ", cursor);
+                if (cursor <= P) return block(s, t, keep, note, producerSide ? ": empty" : ": full, not taken");
+                note(", re-reads seq of p=", P, ": ", seq);
+                if (!stuck) return block(s, t, keep, note, ": no longer stuck");
+                th.pc = kJTag;
+                return nullptr;
+            }
+            case kJTag:
+            case kJRetag: {
+                const bool again = th.pc == kJRetag;
+                note(role(t), again ? " re-reads" : " reads", " the tag of p=", P);
+                if (const int who = taggedBy(); who >= 0) {
+                    if (again) count(kRetagged);
+                    note(": T", who);
+                    return byTag(who);
+                }
+                note(": not P's");
+                if (!again) {
+                    if (c_.noIntent) return block(s, t, keep, note, "");
+                    th.pc = kJRecord;
+                    th.k = th.seen = 0;
+                    return nullptr;
+                }
+                return decide(s, t, keep, note);
+            }
+            case kJRecord: {
+                const int r = (producerSide ? 0 : kProducers) + th.k;
+                note(role(t), " reads T", r, "'s record: intent ");
+                if (s.intent[r])
+                    note(s.intent[r] - 1);
+                else
+                    note("none");
+                if (covers(s.intent[r], P)) {
+                    th.seen |= kCovered;
+                    if (alive(s, r)) th.seen |= kCoveredLive;
+                    note(alive(s, r) ? ", covers P, lives" : ", covers P, dead");
+                }
+                if (++th.k < 2) return nullptr;
+                th.k = 0;
+                if (c_.noReread) return decide(s, t, keep, note);
+                th.pc = kJRetag;
+                return nullptr;
+            }
+            case kJTakeOver: {
+                const bool byIntent = th.seen & kByIntent;
+                th.seen = 0;
+                // For the count only (the judge does not know it): was P won by a claimant that
+                // died before tagging it? That is the window of issue #11, recovered.
+                for (int r = producerSide ? 0 : kProducers; r < (producerSide ? kProducers : threads()); ++r) {
+                    const Thread &w = s.th[r];
+                    if (stuck && byIntent && (w.flags & kCrashed) && w.held && P >= w.p && P < w.p + w.n &&
+                        !tagNames(s, P, r))
+                        count(kWindowRecovered);
+                }
+                note(role(t), " takes over p=", P, stuck ? "" : ": CAS fails");
+                if (!stuck) {
+                    th.pc = producerSide ? kStart : kLoadRun;
+                    return nullptr;
+                }
+                if (producerSide) {
+                    s.seq[i] = static_cast<uint8_t>(4 * P + kAbandoned);
+                    count(kAbandon);
+                    if (byIntent) count(kAbandonByIntent);
+                    th.pc = kStart;  // recoverForConsumer returned true: reload and claim P
+                    return nullptr;
+                }
+                count(kReclaim);
+                if (byIntent) count(kReclaimByIntent);
+                if (seq == 4 * P + kFull && s.status[idOf(s.elem[i])] == kPublished) s.status[idOf(s.elem[i])] = kLost;
+                s.seq[i] = static_cast<uint8_t>(4 * th.p + kFree);
+                ++s.skipped;
+                th.pc = kLoadRun;  // recoverForProducer returned true: retry this position
+                return nullptr;
+            }
+            default:
+                return "a judge step out of place";
+        }
+    }
+
+    // Starts judging P. When nobody on P's side is dead or misjudged and nobody can be any more, the
+    // judge can only end up waiting, whatever it reads: it waits at once. A judge that waits wrote
+    // nothing and starts afresh, so only its read-only steps in between are left out.
+    const char *judge(State &s, int t, const Note &note) const {
+        const bool producerSide = !isProducer(t);
+        const int from = producerSide ? 0 : kProducers, to = producerSide ? kProducers : threads();
+        bool anyDead = c_.abandonLive || ((s.crashes || s.suspicions) && mayFail(from));
+        for (int r = from; r < to; ++r)
+            anyDead = anyDead || !alive(s, r);
+        if (!anyDead) return block(s, t, c_.mpsc && producerSide, note, ": its claimants all live");
+        s.th[t].pc = kJCursor;
+        return nullptr;
+    }
+
+    // The judge's verdict on an untagged P, from the records it read.
+    const char *decide(State &s, int t, bool keep, const Note &note) const {
+        Thread &th = s.th[t];
+        if (th.seen == kCovered) {
+            th.seen = kByIntent;
+            th.pc = kJTakeOver;
+            return note(": every claimant that may hold it died"), nullptr;
+        }
+        if (th.seen & kCoveredLive) count(kWaitedForIntent);
+        return block(s, t, keep, note, th.seen ? ": a claimant that may hold it lives" : ": no record covers it");
+    }
+
     const char *producerStep(State &s, int t, const Note &note) const {
         Thread &th = s.th[t];
-        const int p = th.p, i = slot(p);
         switch (th.pc) {
             case kStart:
             case kBlocked:
                 th.p = s.head;
-                th.pc = kPLoadSeq;
+                th.pc = kLoadRun;
                 return note("producer loads head = ", th.p), nullptr;
-            case kPLoadSeq: {
-                const int seq = s.seq[i], previous = p - c_.capacity;
-                note("producer reads seq of p=", p, ": ", seq);
-                if (seq == 4 * p) return th.pc = kPCasHead, nullptr;
-                if (seq > 4 * p) {  // another producer claimed p: reload head, which has moved on
-                    if (s.head == p) return "live-lock: a producer reloads a head that cannot have moved";
+            case kLoadRun: {
+                const int q = th.p + th.n, seq = s.seq[slot(q)], previous = q - c_.capacity;
+                note("producer reads seq of p=", q, ": ", seq);
+                if (seq == 4 * q) {  // free: the run goes on while free, up to what we want
+                    if (++th.n == want(s, t)) th.pc = order_[0];
+                    return nullptr;
+                }
+                if (th.n > 0) return th.pc = order_[0], nullptr;
+                if (seq > 4 * q) {  // another producer claimed p: reload head, which has moved on
+                    if (s.head == q) return "live-lock: a producer reloads a head that cannot have moved";
                     return th.pc = kStart, nullptr;
                 }
                 // Only MPMC consumers can be taken over: a lone consumer resumes by itself.
                 if (!c_.mpsc && previous >= 0 &&
                     (seq == 4 * previous + kFull || (c_.reclaimAbandoned && seq == 4 * previous + kAbandoned)))
-                    return th.pc = kPLoadTail, nullptr;
-                return block(th, false, note, " full");
+                    return judge(s, t, note);
+                return block(s, t, false, note, ": full");
             }
-            case kPLoadTail:
-                note("producer loads tail = ", s.tail);
-                if (s.tail > p - c_.capacity && claimantGone(s, p - c_.capacity, false))
-                    return th.pc = kPReclaim, nullptr;
-                return block(th, false, note, ": full, its consumer lives");
-            case kPReclaim: {
-                const int previous = p - c_.capacity, seq = s.seq[i];
-                const bool ok =
-                    seq == 4 * previous + kFull || (c_.reclaimAbandoned && seq == 4 * previous + kAbandoned);
-                note("producer reclaims the slot of p=", previous, ok ? "" : ": CAS fails");
-                if (ok) {
-                    count(kReclaim);
-                    if (seq == 4 * previous + kFull && s.status[idOf(s.elem[i])] == kPublished)
-                        s.status[idOf(s.elem[i])] = kLost;
-                    s.seq[i] = static_cast<uint8_t>(4 * p + kFree);
-                    ++s.skipped;
+            case kPWrite: {
+                const int q = th.p + th.k;
+                s.elem[slot(q)] = code(elementId(t, th.next + th.k));
+                note("producer writes ", Elem{s.elem[slot(q)]}, " at p=", q);
+                if (++th.k == th.n) {
+                    th.k = 0;
+                    th.pc = kPPublish;
                 }
-                th.pc = kPLoadSeq;  // recoverForProducer returned true: retry this position
                 return nullptr;
             }
-            case kPCasHead:
-                if (s.head != p) {  // compare_exchange_weak hands back the current head
-                    count(kCasLost);
-                    th.p = s.head;
-                    th.pc = kPLoadSeq;
-                    return note("producer CAS head ", p, " fails, head = ", th.p), nullptr;
-                }
-                s.head = static_cast<uint8_t>(p + 1);
-                note("producer claims p=", p);
-                if (c_.separateWrite) return th.pc = kPWrite, nullptr;
-                note(", ");
-                [[fallthrough]];
-            case kPWrite:
-                s.elem[i] = code(elementId(t, th.next));
-                th.pc = kPPublish;
-                return note("producer writes ", Elem{s.elem[i]}, " at p=", p), nullptr;
             case kPPublish: {
-                const int id = elementId(t, th.next);
-                bool ok = s.seq[i] == 4 * p + kFree;
+                const int q = th.p + th.k, i = slot(q), id = elementId(t, th.next);
+                bool ok = s.seq[i] == 4 * q + kFree;
                 if (ok || c_.publishByStore) {
-                    s.seq[i] = static_cast<uint8_t>(4 * p + kFull);
+                    s.seq[i] = static_cast<uint8_t>(4 * q + kFull);
                     s.status[id] = kPublished;
                     ok = true;
                 } else {
                     s.status[id] = kCancelled;  // publish returns -ECANCELED
                     count(kPushCancelled);
                 }
-                note("producer publishes p=", p, ok ? "" : ": CAS fails (ECANCELED)");
+                note("producer publishes p=", q, ok ? "" : ": CAS fails (ECANCELED)");
                 if (!ok && !(th.flags & kSuspected)) return "a push failed although nobody judged its producer dead";
-                th.flags &= static_cast<uint8_t>(~kSuspected);
-                th.pc = ++th.next == c_.perProducer ? kDone : kStart;
-                th.p = 0;
+                ++th.next;
+                if (++th.k < th.n) return nullptr;
+                endRun(th);
+                if (th.next == c_.perProducer) th.pc = kDone;
                 return nullptr;
             }
             default:
@@ -519,80 +863,86 @@ private:
 
     const char *consumerStep(State &s, int t, const Note &note) const {
         Thread &th = s.th[t];
-        const int p = th.p, i = slot(p);
+        const int q = th.p + th.k, i = slot(q);
         switch (th.pc) {
             case kStart:
             case kBlocked:
                 th.p = s.tail;
-                th.pc = kCLoadSeq;
+                th.pc = kLoadRun;
                 return note("consumer loads tail = ", th.p), nullptr;
-            case kCLoadSeq: {
-                const int seq = s.seq[i];
-                note("consumer reads seq of p=", p, ": ", seq);
-                if (seq == 4 * p + kFull || seq == 4 * p + kAbandoned) return th.pc = kCCasTail, nullptr;
-                if (seq > 4 * p + kFull) {  // another consumer took p: reload tail, which has moved on
-                    if (s.tail == p) return "live-lock: a consumer reloads a tail that cannot have moved";
+            case kLoadRun: {
+                // The run: abandoned positions first, then up to `want` elements, at most a lap.
+                const int r = th.p + th.n, seq = s.seq[slot(r)];
+                note("consumer reads seq of p=", r, ": ", seq);
+                if (seq == 4 * r + kFull || (seq == 4 * r + kAbandoned && th.e == 0)) {
+                    th.e = static_cast<uint8_t>(th.e + (seq == 4 * r + kFull));
+                    if (++th.n == c_.capacity || th.e == want(s, t)) th.pc = order_[0];
+                    return nullptr;
+                }
+                if (th.n > 0) return th.pc = order_[0], nullptr;
+                if (seq > 4 * r + kFull) {  // another consumer took p: reload tail, which has moved on
+                    if (s.tail == r) return "live-lock: a consumer reloads a tail that cannot have moved";
                     return th.pc = kStart, nullptr;
                 }
-                if (seq == 4 * p) return th.pc = kCLoadHead, nullptr;
-                return block(th, false, note, " empty");
+                if (seq == 4 * r) return judge(s, t, note);
+                return block(s, t, false, note, ": empty");
             }
-            case kCLoadHead:
-                note("consumer loads head = ", s.head);
-                if (s.head > p && claimantGone(s, p, true)) return th.pc = kCAbandon, nullptr;
-                return block(th, false, note, ": empty, or its claimant lives");
-            case kCAbandon: {
-                const bool ok = s.seq[i] == 4 * p + kFree;
-                if (ok) {
-                    s.seq[i] = static_cast<uint8_t>(4 * p + kAbandoned);
-                    count(kAbandon);
-                }
-                th.pc = kStart;  // recoverForConsumer returned true: reload tail and claim p
-                return note("consumer marks p=", p, ok ? " abandoned" : " abandoned: CAS fails"), nullptr;
-            }
-            case kCCasTail:
-                if (s.tail != p) {
-                    count(kCasLost);
-                    th.p = s.tail;
-                    th.pc = kCLoadSeq;
-                    return note("consumer CAS tail ", p, " fails, tail = ", th.p), nullptr;
-                }
-                s.tail = static_cast<uint8_t>(p + 1);
-                th.pc = kCReread;
-                return note("consumer claims p=", p), nullptr;
             case kCReread:
-                th.pc = s.seq[i] == 4 * p + kAbandoned ? kCSkip : kCRead;
-                return note("consumer re-reads seq of p=", p, ": ", s.seq[i]), nullptr;
+                note("consumer re-reads seq of p=", q, ": ", s.seq[i]);
+                if (s.seq[i] == 4 * q + kAbandoned) {
+                    th.pc = kCSkip;
+                } else {
+                    th.e = th.k;  // the first element
+                    th.pc = readStep() ? kCRead : kCRelease;
+                }
+                // Only a misjudged consumer's slot can change under it: else the re-read commutes
+                // with every other step and is folded into the next one.
+                if (readStep()) return nullptr;
+                note(", ");
+                return consumerStep(s, t, note);
             case kCSkip: {
-                const bool ok = !c_.skipByCas || s.seq[i] == 4 * p + kAbandoned;
+                const bool ok = !c_.skipByCas || s.seq[i] == 4 * q + kAbandoned;
                 if (ok) {
-                    s.seq[i] = static_cast<uint8_t>(4 * (p + c_.capacity) + kFree);
+                    s.seq[i] = static_cast<uint8_t>(4 * (q + c_.capacity) + kFree);
+                    s.elem[i] = 0;  // dead until the next lap's copy: keeps equal states equal
                     ++s.skipped;
                     count(kSkip);
                 }
-                th.flags &= static_cast<uint8_t>(~kSuspected);
-                th.pc = kStart;
-                th.p = 0;
-                return note("consumer skips abandoned p=", p, ok ? "" : ": CAS fails"), nullptr;
+                note("consumer skips abandoned p=", q, ok ? "" : ": CAS fails");
+                if (++th.k == th.n)
+                    endRun(th);  // nothing but abandoned positions: claim again
+                else
+                    th.pc = kCReread;
+                return nullptr;
             }
             case kCRead:
-                th.elem = s.elem[i];
-                th.pc = kCRelease;
-                return note("consumer copies ", Elem{th.elem}, " from p=", p), nullptr;
+                th.elem[th.k] = s.elem[i];
+                note("consumer copies ", Elem{th.elem[th.k]}, " from p=", q);
+                if (++th.k == th.n) {
+                    th.k = th.e;
+                    th.pc = kCRelease;
+                }
+                return nullptr;
             case kCRelease: {
-                bool ok = s.seq[i] == 4 * p + kFull;
+                if (!readStep()) th.elem[th.k] = s.elem[i];  // the copy, folded in
+                bool ok = s.seq[i] == 4 * q + kFull;
                 if (ok || c_.releaseByStore) {
-                    s.seq[i] = static_cast<uint8_t>(4 * (p + c_.capacity) + kFree);
+                    s.seq[i] = static_cast<uint8_t>(4 * (q + c_.capacity) + kFree);
+                    s.elem[i] = 0;  // dead until the next lap's copy
                     ok = true;
                 }
-                note("consumer releases p=", p, ok ? "" : ": CAS fails");
-                th.flags &= static_cast<uint8_t>(~kSuspected);
-                th.pc = kStart;
-                th.p = 0;
-                if (ok || c_.keepOnFailedRelease) return deliver(s, th, note);
-                th.elem = 0;  // the slot was taken over: the copy may be torn, so it is dropped
-                count(kCopyDropped);
-                return note(", drops its copy"), nullptr;
+                note("consumer releases p=", q, ok ? "" : ": CAS fails");
+                const uint8_t copy = th.elem[th.k];
+                th.elem[th.k] = 0;
+                const char *why = nullptr;
+                if (ok || c_.keepOnFailedRelease) {
+                    why = deliver(s, th, copy, note);
+                } else {  // the slot was taken over: the copy may be torn, so it is dropped
+                    count(kCopyDropped);
+                    note(", drops its copy");
+                }
+                if (++th.k == th.n) endRun(th);
+                return why;
             }
             default:
                 return "a consumer in a producer's state";
@@ -609,38 +959,30 @@ private:
                 note("lone consumer reads seq of p=", p, ": ", seq);
                 if (seq == 4 * p + kFull) return th.pc = kLRead, nullptr;
                 if (seq == 4 * p + kAbandoned) return th.pc = kLSkip, nullptr;
-                if (seq == 4 * p) return th.pc = kLLoadHead, nullptr;
+                if (seq == 4 * p) return judge(s, t, note);
                 if (seq > 4 * p) return "a slot ran ahead of the lone consumer";
-                return block(th, true, note, " empty");
-            }
-            case kLLoadHead:
-                note("lone consumer loads head = ", s.head);
-                if (s.head > p && claimantGone(s, p, true)) return th.pc = kLAbandon, nullptr;
-                return block(th, true, note, ": empty, or its claimant lives");
-            case kLAbandon: {
-                const bool ok = s.seq[i] == 4 * p + kFree;
-                if (ok) {
-                    s.seq[i] = static_cast<uint8_t>(4 * p + kAbandoned);
-                    count(kAbandon);
-                }
-                th.pc = kStart;
-                return note("lone consumer marks p=", p, ok ? " abandoned" : " abandoned: CAS fails"), nullptr;
+                return block(s, t, true, note, ": empty");
             }
             case kLSkip:
                 s.seq[i] = static_cast<uint8_t>(4 * (p + c_.capacity) + kFree);
+                s.elem[i] = 0;  // dead until the next lap's copy
                 ++s.skipped;
                 count(kSkip);
                 th.pc = kLStoreTail;
                 return note("lone consumer skips abandoned p=", p), nullptr;
             case kLRead:
-                th.elem = s.elem[i];
+                th.elem[0] = s.elem[i];
                 th.pc = kLRelease;
-                return note("lone consumer copies ", Elem{th.elem}, " from p=", p), nullptr;
-            case kLRelease:
+                return note("lone consumer copies ", Elem{th.elem[0]}, " from p=", p), nullptr;
+            case kLRelease: {
                 s.seq[i] = static_cast<uint8_t>(4 * (p + c_.capacity) + kFree);
+                s.elem[i] = 0;  // dead until the next lap's copy
                 th.pc = kLStoreTail;
                 note("lone consumer releases p=", p);
-                return deliver(s, th, note);
+                const uint8_t copy = th.elem[0];
+                th.elem[0] = 0;
+                return deliver(s, th, copy, note);
+            }
             case kLStoreTail:
                 th.p = static_cast<uint8_t>(p + 1);
                 s.tail = th.p;
@@ -654,15 +996,20 @@ private:
     void count(Event e) const { ++events_[e]; }
 
     Config c_;
+    Pc order_[4] = {};
+    int stages_ = 0;
     mutable uint64_t events_[kEvents] = {};
 };
 
 std::string describe(const Config &c) {
     std::string out = std::string(c.mpsc ? "MPSC" : "MPMC") + " cap " + std::to_string(c.capacity) + ", 2x" +
                       std::to_string(c.perProducer) + " elements";
-    if (c.crashes) out += ", " + std::to_string(c.crashes) + " crash";
+    if (c.pushBatch > 1 || c.popBatch > 1)
+        out += ", batches " + std::to_string(c.pushBatch) + "/" + std::to_string(c.popBatch);
+    const char *who = c.victims == 1 ? " (producer)" : c.victims == 2 ? " (consumer)" : "";
+    if (c.crashes) out += ", " + std::to_string(c.crashes) + " crash" + who;
     if (c.suspicions)
-        out += ", " + std::to_string(c.suspicions) + " misjudged" + (c.separateWrite ? "" : " (copy in claim)");
+        out += ", " + std::to_string(c.suspicions) + " misjudged" + who + (c.separateWrite ? "" : " (copy in claim)");
     if (c.closes) out += ", " + std::to_string(c.closes) + " close";
     return out;
 }
@@ -686,19 +1033,60 @@ TEST_CASE("ring: every element is delivered once and in order, in every interlea
         }
 }
 
+// Checks that a run with one crash reached the window of issue #11: a claimant died between its
+// cursor CAS and its tag, and a peer took its position over, judged from the records' intents.
+void requireWindowReached(const ring::Model &m, bool consumerDied) {
+    CHECK(m.reached(ring::kCrashUntagged) > 0);
+    CHECK(m.reached(ring::kWindowRecovered) > 0);
+    if (consumerDied) {
+        CHECK(m.reached(ring::kReclaim) > 0);
+        CHECK(m.reached(ring::kReclaimByIntent) > 0);
+    } else {
+        CHECK(m.reached(ring::kAbandon) > 0);
+        CHECK(m.reached(ring::kAbandonByIntent) > 0);
+        CHECK(m.reached(ring::kSkip) > 0);  // and consumers stepped over what was abandoned
+    }
+}
+
 TEST_CASE("ring: one producer or consumer dying at any step loses no live producer's element and stalls nothing",
           "[model]") {
+    // MPMC runs in two halves, a producer dying and a consumer dying: together they are "one
+    // thread dies", and each is smaller (model comment on Config::victims).
     for (bool mpsc : {false, true})
-        for (int cap = 1; cap <= (mpsc ? 3 : mpmcCapacities(2)); ++cap) {
-            ring::Config c = ring::config(mpsc, cap);
+        for (int cap = 1; cap <= (mpsc ? 3 : mpmcCapacities(1)); ++cap)
+            for (int victims : {1, 2}) {
+                if (mpsc && victims == 2) continue;  // the lone consumer's death is a restart
+                ring::Config c = ring::config(mpsc, cap);
+                c.crashes = 1;
+                c.victims = victims;
+                const ring::Model m(c);
+                requireSound(m, ring::describe(c));
+                requireWindowReached(m, victims == 2);
+                // A judge's first read of the tag missed it and the re-read found it, and judges
+                // waited for a live claimant's intent: both branches of the verdict were taken.
+                CHECK(m.reached(ring::kRetagged) > 0);
+                CHECK(m.reached(ring::kWaitedForIntent) > 0);
+            }
+}
+
+TEST_CASE("ring: a claimant dying inside a batch claim, between its CAS and its last tag, stalls nothing", "[model]") {
+    // One CAS claims a run of two; the kill lands between the CAS and the tags, or between the two
+    // tags (tagRun's loop): a judge takes the tagged position over by its tag and the other by the
+    // intent. MPMC consumers pop in batches of two as well.
+    for (bool mpsc : {true, false})
+        for (int victims : {1, 2}) {
+            if (mpsc && victims == 2) continue;
+            if (!mpsc && stressScale() < 1.0) continue;  // the largest configurations
+            ring::Config c = ring::config(mpsc, 2);
+            c.pushBatch = 2;
+            c.popBatch = mpsc ? 1 : 2;
             c.crashes = 1;
+            c.victims = victims;
             const ring::Model m(c);
             requireSound(m, ring::describe(c));
-            // Recovery did happen: dead producers' slots abandoned and skipped, dead consumers'
-            // slots reclaimed.
-            CHECK(m.reached(ring::kAbandon) > 0);
-            CHECK(m.reached(ring::kSkip) > 0);
-            CHECK((mpsc || m.reached(ring::kReclaim) > 0));
+            CHECK(m.reached(ring::kBatchClaim) > 0);
+            CHECK(m.reached(ring::kCrashMidTags) > 0);
+            requireWindowReached(m, victims == 2);
         }
 }
 
@@ -709,11 +1097,14 @@ TEST_CASE("ring: a consumer dying while it skips an abandoned slot stalls MPMC p
     // lap later wait forever: recoverForProducer takes over only full slots (4p+1).
     ring::Config c = ring::config(false, 1);
     c.crashes = 1;
+    c.victims = 2;
     c.closes = 1;
     requireCaught(ring::Model(c), ring::describe(c) + ", library recovery", "stall");
+    // Consumers die here (the case at stake); a producer's death is the crash test's.
     for (int cap = 1; cap <= mpmcCapacities(1); ++cap) {
         c = ring::config(false, cap);
         c.crashes = 1;
+        c.victims = 2;
         c.closes = 1;
         c.reclaimAbandoned = true;
         const ring::Model m(c);
@@ -724,11 +1115,12 @@ TEST_CASE("ring: a consumer dying while it skips an abandoned slot stalls MPMC p
     // CAS, as it releases a full one: else its late store lands on the slot's next lap.
     c = ring::config(false, 1);
     c.suspicions = 1;
+    c.victims = 2;
     c.closes = 1;
     c.separateWrite = false;
     c.reclaimAbandoned = true;
     requireCaught(ring::Model(c), ring::describe(c) + ", abandoned slots reclaimed, skip by store", "");
-    for (int cap = 1; cap <= mpmcCapacities(1); ++cap) {
+    for (int cap = 1; cap <= mpmcCapacities(0, 2); ++cap) {
         c.capacity = cap;
         c.skipByCas = true;
         requireSound(ring::Model(c), ring::describe(c) + ", abandoned slots reclaimed, skip by CAS");
@@ -742,17 +1134,20 @@ TEST_CASE("ring: claimants misjudged as dead cost at most their own element, cou
     // gets -ECANCELED and a consumer that loses must drop its copy. Here the producer's copy is
     // part of its claim step (see the next test for a copy that stalls).
     for (bool mpsc : {false, true})
-        for (int cap = 1; cap <= (mpsc ? 3 : mpmcCapacities(1)); ++cap) {
-            ring::Config c = ring::config(mpsc, cap);
-            c.suspicions = 1;
-            c.separateWrite = false;
-            const ring::Model m(c);
-            requireSound(m, ring::describe(c));
-            // Both races were run: a producer's publish lost to a take-over (-ECANCELED), and
-            // (MPMC) a consumer's release, whose copy was dropped.
-            CHECK(m.reached(ring::kPushCancelled) > 0);
-            CHECK((mpsc || m.reached(ring::kCopyDropped) > 0));
-        }
+        for (int cap = 1; cap <= (mpsc ? 3 : mpmcCapacities(0, 2)); ++cap)
+            for (int victims : {1, 2}) {
+                if (mpsc && victims == 2) continue;
+                ring::Config c = ring::config(mpsc, cap);
+                c.suspicions = 1;
+                c.victims = victims;
+                c.separateWrite = false;
+                const ring::Model m(c);
+                requireSound(m, ring::describe(c));
+                // Both races were run: a producer's publish lost to a take-over (-ECANCELED), and
+                // (MPMC) a consumer's release, whose copy was dropped.
+                CHECK((victims == 2 || m.reached(ring::kPushCancelled) > 0));
+                CHECK((victims == 1 || m.reached(ring::kCopyDropped) > 0));
+            }
 }
 
 TEST_CASE("ring: mutants that drop one safeguard of the ring protocol are caught", "[model]") {
@@ -788,6 +1183,34 @@ TEST_CASE("ring: mutants that drop one safeguard of the ring protocol are caught
         c.separateWrite = false;
         c.keepOnFailedRelease = true;
         requireCaught(ring::Model(c), ring::describe(c) + ", mutant: keep copy on failed release", "delivered");
+    }
+}
+
+TEST_CASE("ring: mutants of the claim records (issue #11) are caught, on both cursors", "[model]") {
+    // Each drops one safeguard of the claim/judge protocol; each must be caught with one crash, for
+    // a producer's claim on head (MPSC) and for an MPMC consumer's on tail.
+    auto run = [](const char *what, bool ring::Config::*mutant, const char *expect) {
+        for (bool mpsc : {true, false}) {
+            ring::Config c = ring::config(mpsc, 2);
+            c.crashes = 1;
+            c.victims = mpsc ? 1 : 2;
+            c.*mutant = true;
+            requireCaught(ring::Model(c), ring::describe(c) + ", mutant: " + what, expect);
+        }
+    };
+    SECTION("(1) no intent: an untagged stuck slot is judged a live claimant's, the CAS-then-die window stalls") {
+        run("no intent", &ring::Config::noIntent, "stall");
+    }
+    SECTION("(2) tags stored before the CAS: a losing claimant's late tag hides the winner") {
+        run("tag before CAS", &ring::Config::tagBeforeCas, "");
+    }
+    SECTION("(3) no re-read of the tag after the records: a dead loser's stale intent condemns a live winner") {
+        run("no re-read", &ring::Config::noReread, "");
+    }
+    SECTION(
+        "(4) intent cleared before tagging: a claimant dying in between is covered by nothing (a stall), or a "
+        "live one only by a dead loser's stale intent (a misjudgment)") {
+        run("intent cleared before the tags", &ring::Config::clearBeforeTag, "");
     }
 }
 
