@@ -1,6 +1,7 @@
 #include "queue.hpp"
 
 #include "error.hpp"
+#include "poller.hpp"
 #include "pool.hpp"
 #include "ring.hpp"
 #include "wait.hpp"
@@ -154,6 +155,7 @@ void closeQueue(Queue *q) noexcept {
         if (q->held) releaseRead(*q, {q->heldPosition, q->heldSlot});  // MPMC: counts as consumed
         releaseRole(*q);
     }
+    closePoller(*q);  // before the segment goes: a watcher thread may be reading it
     closeSegment(q->segment);
     queuePool.give(q);
 }
