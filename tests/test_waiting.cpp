@@ -5,6 +5,8 @@
 // and with JOIN_SHM_FD_FALLBACK=1 JOIN_SHM_WAITV_FALLBACK=1 (watcher thread, sliced sleep).
 #include "stress.hpp"
 
+#include <join/shared.hpp>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -510,4 +512,42 @@ TEST_CASE("Bad input to the fd calls and wait_any is -EINVAL with a detail", "[w
     CHECK(items[1].ready == 0);
     join_shm_endpoint_close(e);
     CHECK(join_shm_endpoint_fd(e) == -EINVAL);
+}
+
+TEST_CASE("The facade gives fds and a WaitSet over producers, consumers and endpoints", "[waiting][facade]") {
+    using namespace std::chrono_literals;
+    test::ShmName ring("wt-facade"), duplex("wt-facade-ep");
+    join::Spsc::Producer producer(ring.name, 8, 2);
+    join::Spsc::Consumer consumer(ring.name, 8, 2);
+    join::Mpsc::Endpoint a(join::Mpsc::Endpoint::Side::A, duplex.name, 8, 2);
+    join::Mpsc::Endpoint b(join::Mpsc::Endpoint::Side::B, duplex.name, 8, 2);
+    CHECK(consumer.fd() == -1);  // not open yet
+    CHECK(join::lastError == join::Errc::InvalidParam);
+    join::WaitSet set;
+    CHECK(set.add(consumer) == -1);
+    REQUIRE(producer.open() == 0);
+    REQUIRE(consumer.open() == 0);
+    REQUIRE(a.open() == 0);
+    REQUIRE(b.open() == 0);
+    const int fd = consumer.fd();
+    REQUIRE(fd >= 0);
+    CHECK(producer.fd() >= 0);
+    CHECK(b.fd() >= 0);
+    CHECK_FALSE(readable(fd));
+    REQUIRE(set.add(consumer) == 0);
+    REQUIRE(set.add(b) == 0);
+    CHECK(set.add(b) == -1);
+    CHECK(set.wait(0ms) == -1);
+    CHECK(join::lastError == join::Errc::TimedOut);
+    uint64_t v = 4;
+    REQUIRE(a.trySend(&v) == 0);
+    CHECK(set.wait(5s) == 1);
+    CHECK(set.ready(&b));
+    CHECK_FALSE(set.ready(&consumer));
+    REQUIRE(producer.tryPush(&v) == 0);
+    CHECK(readable(fd, 5000));
+    CHECK(set.wait() == 2);
+    CHECK(set.remove(&b) == 0);
+    CHECK(set.remove(&b) == -1);
+    CHECK(set.size() == 1);
 }
