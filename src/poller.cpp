@@ -452,8 +452,6 @@ int openPoller(Queue &q) noexcept {
 
 }  // namespace
 
-bool hasWork(const Queue &q) noexcept { return workAt(q); }
-
 void rearm(Queue &q) noexcept {
     Poller &p = *q.poller;
     if (p.watcherRoute)

@@ -15,9 +15,6 @@ int pollerFd(Queue &q) noexcept;
 // Closes the fd and everything behind it (close()); after fork, in the child, only closes.
 void closePoller(Queue &q) noexcept;
 
-// Whether a try_ call would find work now, judged from the segment alone.
-bool hasWork(const Queue &q) noexcept;
-
 // join_shm_wait_any on handles already checked by the C glue (distinct, open, ours).
 int waitAny(Queue *const *queues, int *ready, unsigned n, int64_t timeoutNs) noexcept;
 
