@@ -225,7 +225,9 @@ struct Bench {
 
     template <class T>
     void measureRoundTrip(T &t, size_t size, std::vector<RoundTripRow> &into) {
-        const bool sleeps = t.label().find("sleep") != std::string::npos;  // ~0.1 ms a round
+        const bool sleeps = t.label().find("sleep") != std::string::npos ||
+                            t.label().find("epoll") != std::string::npos ||
+                            t.label().find("wait_any") != std::string::npos;  // ~0.1 ms a round
         RoundTripRow row{t.label(), size, {}, 0};
         for (int rep = 0; rep < o.repeats; ++rep) {
             RoundTripPlan plan;
@@ -300,6 +302,12 @@ struct Bench {
             } else if (policy == JOIN_SHM_SPSC) {
                 JoinShm t(policy, Wait::Sleep);
                 fn(t);
+            }
+            if (policy == JOIN_SHM_SPSC) {  // since 1.2: waiting from an event loop
+                for (Wait wait : {Wait::Epoll, Wait::Any8}) {
+                    JoinShm t(policy, wait);
+                    fn(t);
+                }
             }
         }
         if (wantsFamily("pipe")) {

@@ -23,6 +23,7 @@
 #include <mqueue.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -805,13 +806,21 @@ enum class Wait {
     Spin,   // try_push / try_pop in a busy loop
     Block,  // push / pop: the library spins briefly, then sleeps on a futex
     Sleep,  // push / pop with spin_ns < 0: sleeps at once (shows the wake-up cost)
+    Epoll,  // receiving side sleeps in epoll_wait on the ring's fd (join_shm_queue_fd), no spin
+    Any8,   // receiving side sleeps in join_shm_wait_any over its ring and 7 idle ones
 };
 
 inline const char *policyName(join_shm_policy p) {
     return p == JOIN_SHM_SPSC ? "SPSC" : p == JOIN_SHM_MPSC ? "MPSC" : "MPMC";
 }
 
-inline const char *waitName(Wait w) { return w == Wait::Spin ? "spin" : w == Wait::Block ? "blocking" : "sleep"; }
+inline const char *waitName(Wait w) {
+    return w == Wait::Spin    ? "spin"
+           : w == Wait::Block ? "blocking"
+           : w == Wait::Sleep ? "sleep"
+           : w == Wait::Epoll ? "epoll fd"
+                              : "wait_any/8";
+}
 
 // How messages cross the API (streams; the round trip always copies one at a time).
 enum class Api {
@@ -867,6 +876,8 @@ public:
         base_ = fmt::format("jsb-{}-{}", g.mainPid, counter++);
         registerName(NameKind::JoinShm, base_ + "-ab");
         registerName(NameKind::JoinShm, base_ + "-ba");
+        for (int i = 0; wait_ == Wait::Any8 && i < 14; ++i)
+            registerName(NameKind::JoinShm, fmt::format("{}-idle{}", base_, i));
         return {};
     }
 
@@ -877,6 +888,20 @@ public:
         } else {
             out_ = openRing("-ba", JOIN_SHM_PRODUCER);
             if (duplex) in_ = openRing("-ab", JOIN_SHM_CONSUMER);
+        }
+        if (in_ && wait_ == Wait::Epoll) {
+            epoll_ = epoll_create1(EPOLL_CLOEXEC);
+            epoll_event ev{};
+            ev.events = EPOLLIN | EPOLLET;
+            const int fd = join_shm_queue_fd(in_);
+            if (fd < 0 || epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) != 0) failed("join_shm_queue_fd", in_, fd);
+        }
+        if (in_ && wait_ == Wait::Any8) {
+            items_[0] = {in_, nullptr, 0};
+            for (int i = 1; i < 8; ++i) {
+                const std::string suffix = fmt::format("-idle{}", (side == Side::A ? 0 : 7) + i - 1);
+                items_[i] = {openRing(suffix.c_str(), JOIN_SHM_CONSUMER), nullptr, 0};
+            }
         }
     }
 
@@ -894,7 +919,16 @@ public:
 
     void recv(char *msg) {
         int r;
-        if (wait_ == Wait::Spin) {
+        if (wait_ == Wait::Epoll || wait_ == Wait::Any8) {
+            // The rule of the fd: try until -EAGAIN, then wait; no spinning, to show the wake-up.
+            while ((r = join_shm_try_pop(in_, msg)) == -EAGAIN) {
+                epoll_event ev;
+                if (wait_ == Wait::Epoll ? epoll_wait(epoll_, &ev, 1, -1) < 0 && errno != EINTR
+                                         : join_shm_wait_any(items_, 8, -1) < 0)
+                    failed("waiting", in_, -errno);
+            }
+            if (r != 0) failed("join_shm_try_pop", in_, r);
+        } else if (wait_ == Wait::Spin) {
             Spinner spin;
             while ((r = join_shm_try_pop(in_, msg)) == -EAGAIN)
                 spin();
@@ -934,6 +968,9 @@ public:
         join_shm_queue_close(in_);
         join_shm_queue_close(out_);
         in_ = out_ = nullptr;
+        for (int i = 1; i < 8; ++i)
+            join_shm_queue_close(std::exchange(items_[i].queue, nullptr));
+        if (epoll_ >= 0) ::close(std::exchange(epoll_, -1));
     }
 
     void teardown() { unlinkAll(); }
@@ -970,6 +1007,8 @@ private:
     Shape shape_;
     std::string base_;
     join_shm_queue *in_ = nullptr, *out_ = nullptr;
+    int epoll_ = -1;
+    join_shm_wait_item items_[8] = {};
 };
 
 }  // namespace bench

@@ -2,11 +2,13 @@
 // an exception out (the core does not throw; the catch-all is the last line of defence).
 #include "../src/endpoint.hpp"
 #include "../src/error.hpp"
+#include "../src/poller.hpp"
 #include "../src/ring.hpp"
 
 #include <join/shm.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <new>
 
@@ -65,6 +67,12 @@ Queue *copyable(join_shm_queue *handle, uint32_t role, const void *buffer, int *
 int emptyOrFull(uint32_t role, int r) noexcept {
     if (r != -EAGAIN) return r;
     return failStatic(EAGAIN, role == JOIN_SHM_PRODUCER ? "the ring is full" : "the ring is empty");
+}
+
+// -EAGAIN from a try_ call: the handle ran dry, which is when its fd (if any) is armed again.
+int wouldBlock(Queue &q, int r) noexcept {
+    if (r == -EAGAIN) rearmAfterEmpty(q);
+    return emptyOrFull(q.role, r);
 }
 
 int timedOut(const Queue &q, int r, int64_t timeoutNs) noexcept {
@@ -195,7 +203,7 @@ int join_shm_unlink(const char *name) noexcept {
 int join_shm_try_push(join_shm_queue *handle, const void *element) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_PRODUCER, element, &err);
-    return q ? emptyOrFull(JOIN_SHM_PRODUCER, tryPush(*q, element)) : err;
+    return q ? wouldBlock(*q, tryPush(*q, element)) : err;
 }
 
 int join_shm_push(join_shm_queue *q, const void *element) noexcept { return timedPush(q, element, -1); }
@@ -207,7 +215,7 @@ int join_shm_timed_push(join_shm_queue *q, const void *element, int64_t timeout_
 int join_shm_try_pop(join_shm_queue *handle, void *element) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_CONSUMER, element, &err);
-    return q ? emptyOrFull(JOIN_SHM_CONSUMER, tryPop(*q, element)) : err;
+    return q ? wouldBlock(*q, tryPop(*q, element)) : err;
 }
 
 int join_shm_pop(join_shm_queue *q, void *element) noexcept { return timedPop(q, element, -1); }
@@ -223,7 +231,7 @@ int64_t join_shm_try_push_n(join_shm_queue *handle, const void *elements, uint64
     if (count == 0 || count > INT64_MAX)
         return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
     int64_t r = tryPushN(*q, static_cast<const unsigned char *>(elements), count);
-    return r > 0 ? r : emptyOrFull(JOIN_SHM_PRODUCER, static_cast<int>(r));
+    return r > 0 ? r : wouldBlock(*q, static_cast<int>(r));
 }
 
 int64_t join_shm_try_pop_n(join_shm_queue *handle, void *elements, uint64_t count) noexcept {
@@ -233,7 +241,7 @@ int64_t join_shm_try_pop_n(join_shm_queue *handle, void *elements, uint64_t coun
     if (count == 0 || count > INT64_MAX)
         return fail(EINVAL, "batch count %llu is out of range", (unsigned long long)count);
     int64_t r = tryPopN(*q, static_cast<unsigned char *>(elements), count);
-    return r > 0 ? r : emptyOrFull(JOIN_SHM_CONSUMER, static_cast<int>(r));
+    return r > 0 ? r : wouldBlock(*q, static_cast<int>(r));
 }
 
 int join_shm_try_reserve(join_shm_queue *handle, void **slot) noexcept {
@@ -242,7 +250,7 @@ int join_shm_try_reserve(join_shm_queue *handle, void **slot) noexcept {
     if (!q) return err;
     Claim c;
     int r = claimForWrite(*q, c);
-    return r ? emptyOrFull(JOIN_SHM_PRODUCER, r) : takeSlot(*q, c, slot);
+    return r ? wouldBlock(*q, r) : takeSlot(*q, c, slot);
 }
 
 int join_shm_timed_reserve(join_shm_queue *handle, void **slot, int64_t timeout_ns) noexcept {
@@ -270,7 +278,7 @@ int join_shm_try_peek(join_shm_queue *handle, const void **slot) noexcept {
     if (!q) return err;
     Claim c;
     int r = claimForRead(*q, c);
-    return r ? emptyOrFull(JOIN_SHM_CONSUMER, r) : takeSlot(*q, c, const_cast<void **>(slot));
+    return r ? wouldBlock(*q, r) : takeSlot(*q, c, const_cast<void **>(slot));
 }
 
 int join_shm_timed_peek(join_shm_queue *handle, const void **slot, int64_t timeout_ns) noexcept {
@@ -428,6 +436,51 @@ uint64_t join_shm_endpoint_available(const join_shm_endpoint *handle) noexcept {
 uint64_t join_shm_endpoint_pending(const join_shm_endpoint *handle) noexcept {
     auto *e = reinterpret_cast<const Endpoint *>(handle);
     return isOpenEndpoint(e) ? join_shm_pending(asHandle(e->inbound)) : 0;
+}
+
+int join_shm_queue_fd(join_shm_queue *handle) noexcept {
+    int err = 0;
+    Queue *q = usable(handle, 0, &err);
+    return q ? pollerFd(*q) : err;
+}
+
+int join_shm_endpoint_fd(join_shm_endpoint *handle) noexcept {
+    int err = 0;
+    Endpoint *e = usableEndpoint(handle, &err);
+    return e ? join_shm_queue_fd(asHandle(e->inbound)) : err;
+}
+
+int join_shm_wait_any(join_shm_wait_item *items, uint32_t n, int64_t timeout_ns) noexcept {
+    if (!items) return failStatic(EINVAL, "the wait items pointer is NULL");
+    if (n == 0 || n > JOIN_SHM_WAIT_MAX)
+        return fail(EINVAL, "%u wait items: between 1 and %d are allowed", n, JOIN_SHM_WAIT_MAX);
+    Queue *queues[JOIN_SHM_WAIT_MAX];
+    int ready[JOIN_SHM_WAIT_MAX] = {};
+    for (uint32_t i = 0; i < n; ++i)
+        items[i].ready = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+        const join_shm_wait_item &item = items[i];
+        if (!item.queue == !item.endpoint)
+            return fail(EINVAL, "wait item %u names %s", i,
+                        item.queue ? "both a queue and an endpoint" : "neither a queue nor an endpoint");
+        int err = 0;
+        Endpoint *e = item.endpoint ? usableEndpoint(item.endpoint, &err) : nullptr;
+        queues[i] = item.queue ? usable(item.queue, 0, &err) : e ? usable(asHandle(e->inbound), 0, &err) : nullptr;
+        if (!queues[i]) {
+            char why[256];  // the detail may live in the buffer fail() writes to
+            std::snprintf(why, sizeof why, "%s", lastDetail());
+            return fail(EINVAL, "wait item %u: %s", i, why);
+        }
+        for (uint32_t j = 0; j < i; ++j)
+            if (queues[j] == queues[i]) return fail(EINVAL, "wait items %u and %u name the same handle", j, i);
+    }
+    const int r = waitAny(queues, ready, n, timeout_ns);
+    if (r == -ETIMEDOUT)
+        return fail(ETIMEDOUT, "timed out after %lld us waiting for any of %u handles", (long long)(timeout_ns / 1000),
+                    n);
+    for (uint32_t i = 0; i < n; ++i)
+        items[i].ready = ready[i];
+    return r;
 }
 
 }  // extern "C"

@@ -2,6 +2,7 @@
 
 #include "error.hpp"
 #include "participants.hpp"
+#include "poller.hpp"
 #include "pool.hpp"
 #include "ring.hpp"
 #include "wait.hpp"
@@ -169,6 +170,7 @@ void closeQueue(Queue *q) noexcept {
         releaseRole(*q);
         leaveParticipants(*q);
     }
+    closePoller(*q);  // before the segment goes: a watcher thread may be reading it
     closeSegment(q->segment);
     queuePool.give(q);
 }

@@ -16,6 +16,8 @@ constexpr uint32_t kQueueMagic = 0x4a53510a;  // checked on entry to every call
 constexpr uint32_t kDeadMagic = 0xdeadbeef;   // left behind by close: use after close is -EINVAL
 constexpr int64_t kDefaultSpinNs = 20'000;
 
+struct Poller;  // poller.cpp
+
 struct Queue {
     uint32_t magic = 0;
     uint32_t policy = 0;
@@ -54,6 +56,8 @@ struct Queue {
     uint64_t stuckPosition = 0;
     int64_t stuckSinceNs = 0;
     char name[kNameBufferSize] = {};
+    // The pollable fd and what keeps it armed (join_shm_queue_fd), made on first request.
+    Poller *poller = nullptr;
 
     Header &header() const noexcept { return *segment.header; }
     bool lonePosition() const noexcept {

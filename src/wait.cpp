@@ -4,7 +4,12 @@
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <cstdlib>
 #include <ctime>
+
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449  // the same number on every architecture
+#endif
 
 namespace join::shm {
 
@@ -69,11 +74,44 @@ void wakeAll(WaitWord &w) noexcept {
     }
 }
 
-uint32_t announceWaiter(WaitWord &w) noexcept {
+uint32_t markWaiter(WaitWord &w) noexcept {
     // Acq_rel: the read half pairs with wakeAll's release; the write half is what publishers test.
-    uint32_t seen = w.word.fetch_or(1u, std::memory_order_acq_rel) | 1u;
-    heavyBarrier();  // the barrier of the protocol in wait.hpp: orders our bit against the re-check
+    return w.word.fetch_or(1u, std::memory_order_acq_rel) | 1u;
+}
+
+// The barrier of the protocol in wait.hpp: orders our bits against the re-check.
+void waiterBarrier() noexcept { heavyBarrier(); }
+
+uint32_t announceWaiter(WaitWord &w) noexcept {
+    uint32_t seen = markWaiter(w);
+    heavyBarrier();
     return seen;
+}
+
+bool sleepOnAny(WaitWord *const *words, const uint32_t *expected, unsigned n, int64_t deadlineNs) noexcept {
+    static const bool forced = [] {
+        const char *e = std::getenv("JOIN_SHM_WAITV_FALLBACK");
+        return e && e[0] == '1';
+    }();
+    static std::atomic<bool> missing{false};  // relaxed: a cache of what the kernel answered
+    if (forced || missing.load(std::memory_order_relaxed) || n > FUTEX_WAITV_MAX) return false;
+    if (!haveMembarrier.load(std::memory_order_relaxed)) {
+        int64_t slice = deadlineAfter(monotonicNs(), kFallbackSliceNs);
+        if (slice < deadlineNs) deadlineNs = slice;
+    }
+    futex_waitv waiters[FUTEX_WAITV_MAX] = {};
+    for (unsigned i = 0; i < n; ++i) {
+        waiters[i].val = expected[i];
+        waiters[i].uaddr = reinterpret_cast<uintptr_t>(&words[i]->word);
+        waiters[i].flags = FUTEX_32;  // not private: the words live in memory shared with other processes
+    }
+    timespec abs{deadlineNs / 1'000'000'000, deadlineNs % 1'000'000'000};
+    if (syscall(SYS_futex_waitv, waiters, n, 0, deadlineNs == INT64_MAX ? nullptr : &abs, CLOCK_MONOTONIC) < 0 &&
+        errno == ENOSYS) {
+        missing.store(true, std::memory_order_relaxed);
+        return false;
+    }
+    return true;
 }
 
 void sleepOn(WaitWord &w, uint32_t expected, int64_t deadlineNs) noexcept {

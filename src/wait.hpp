@@ -58,6 +58,16 @@ inline void notify(WaitWord &w) noexcept {
 // Announces a waiter on w and returns the word's value to sleep on.
 uint32_t announceWaiter(WaitWord &w) noexcept;
 
+// announceWaiter in two halves, for a waiter on many words (join_shm_wait_any): set bit 0 on each
+// word, then pay the barrier once for all of them.
+uint32_t markWaiter(WaitWord &w) noexcept;
+void waiterBarrier() noexcept;
+
+// Sleeps until one of n words no longer holds its expected value, a wake, a signal or deadlineNs
+// (futex_waitv, Linux 5.16+). False, without sleeping, where the kernel lacks futex_waitv or
+// JOIN_SHM_WAITV_FALLBACK=1 (tests use it to cover the caller's fallback).
+bool sleepOnAny(WaitWord *const *words, const uint32_t *expected, unsigned n, int64_t deadlineNs) noexcept;
+
 // Sleeps while w still holds expected, until deadlineNs (INT64_MAX: no deadline). Returns early
 // on wake, signal or a changed word; the caller re-checks.
 void sleepOn(WaitWord &w, uint32_t expected, int64_t deadlineNs) noexcept;

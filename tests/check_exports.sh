@@ -1,6 +1,6 @@
 #!/bin/sh
 # The dynamic symbol table of libjoin-shm exports only join_shm_* functions, each with the default
-# version JOIN_SHM_1.0 or (calls added in 1.1) JOIN_SHM_1.1 (the version nodes may appear as the absolute symbol JOIN_SHM_1.0),
+# version JOIN_SHM_1.0 or (calls added later) JOIN_SHM_1.1 or JOIN_SHM_1.2 (the version nodes may appear as absolute symbols),
 # and the SONAME is libjoin-shm.so.1.
 # Usage: check_exports.sh PATH-OF-THE-LIBRARY
 set -u
@@ -15,9 +15,9 @@ functions=0
 while read -r address type name; do
     [ -n "$address" ] || continue
     case "$type $name" in
-        "A JOIN_SHM_1.0" | "A JOIN_SHM_1.1") ;;  # the version nodes
-        "T join_shm_"*@@JOIN_SHM_1.[01])
-            base=${name%@@JOIN_SHM_1.[01]}
+        "A JOIN_SHM_1.0" | "A JOIN_SHM_1.1" | "A JOIN_SHM_1.2") ;;  # the version nodes
+        "T join_shm_"*@@JOIN_SHM_1.[012])
+            base=${name%@@JOIN_SHM_1.[012]}
             if printf '%s\n' "$base" | grep -Eq '^join_shm_[a-z0-9_]+$'; then
                 functions=$((functions + 1))
             else
@@ -30,7 +30,7 @@ $symbols
 EOT
 
 if [ "$functions" -eq 0 ]; then
-    echo "FAIL: no join_shm_* function exported with version JOIN_SHM_1.0/1.1"; status=1
+    echo "FAIL: no join_shm_* function exported with version JOIN_SHM_1.0/1.1/1.2"; status=1
 fi
 
 soname=$("$READELF" -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')
@@ -38,5 +38,5 @@ if [ "$soname" != "libjoin-shm.so.1" ]; then
     echo "FAIL: SONAME is '$soname', expected libjoin-shm.so.1"; status=1
 fi
 
-[ "$status" -eq 0 ] && echo "ok: $functions join_shm_* functions, all JOIN_SHM_1.0 or 1.1; SONAME $soname"
+[ "$status" -eq 0 ] && echo "ok: $functions join_shm_* functions, all JOIN_SHM_1.0, 1.1 or 1.2; SONAME $soname"
 exit "$status"

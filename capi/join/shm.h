@@ -176,6 +176,31 @@ JOIN_SHM_API int join_shm_timed_receive(join_shm_endpoint *e, void *element, int
 JOIN_SHM_API uint64_t join_shm_endpoint_available(const join_shm_endpoint *e) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API uint64_t join_shm_endpoint_pending(const join_shm_endpoint *e) JOIN_SHM_NOEXCEPT;
 
+/* Since 1.2: waiting from an event loop.
+   A file descriptor that polls readable (POLLIN / EPOLLIN) while the handle has work: consumer:
+   its ring is not empty; producer: not full; endpoint: its inbound ring is not empty. It belongs
+   to the handle (close() closes it; never close it yourself) and is O_CLOEXEC. Rule: after it
+   polls readable, call the try_ operations until -EAGAIN; it is then readable again whenever work
+   remains or arrives, so edge-triggered epoll is safe. It may poll readable spuriously now and
+   then, never persistently while there is no work. Works with poll, select, epoll and io_uring
+   poll, from any thread using the handle. Returns the fd (>= 0) or a negative errno (-EINVAL for
+   a bad handle). */
+JOIN_SHM_API int join_shm_queue_fd(join_shm_queue *q) JOIN_SHM_NOEXCEPT;
+JOIN_SHM_API int join_shm_endpoint_fd(join_shm_endpoint *e) JOIN_SHM_NOEXCEPT;
+
+/* Waits until at least one item has work (as above). Each item names exactly one of queue or
+   endpoint (an endpoint waits for its inbound ring); ready is written for every item (1 or 0).
+   Timeout as everywhere: negative waits forever, 0 checks once. Returns how many are ready (>= 1),
+   -ETIMEDOUT, or -EINVAL (items NULL, n == 0, n > JOIN_SHM_WAIT_MAX, an item naming both or
+   neither handle, a closed handle, the same handle twice). */
+#define JOIN_SHM_WAIT_MAX 64
+typedef struct join_shm_wait_item {
+    join_shm_queue *queue;
+    join_shm_endpoint *endpoint;
+    int ready;
+} join_shm_wait_item;
+JOIN_SHM_API int join_shm_wait_any(join_shm_wait_item *items, uint32_t n, int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
+
 #ifdef __cplusplus
 }
 #endif

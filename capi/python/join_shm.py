@@ -167,6 +167,13 @@ _try_receive = _declare("join_shm_try_receive", _c_int, _vp, _vp)
 _timed_receive = _declare("join_shm_timed_receive", _c_int, _vp, _vp, _c_int64)
 _endpoint_available = _declare("join_shm_endpoint_available", _c_uint64, _vp)
 _endpoint_pending = _declare("join_shm_endpoint_pending", _c_uint64, _vp)
+_try_peek = _declare("join_shm_try_peek", _c_int, _vp, ctypes.POINTER(_vp))
+_release = _declare("join_shm_release", _c_int, _vp)
+_timed_peek = _declare("join_shm_timed_peek", _c_int, _vp, ctypes.POINTER(_vp), _c_int64, optional=True)
+_cancel = _declare("join_shm_cancel", _c_int, _vp, optional=True)
+# Since 1.2: waiting from an event loop.
+_queue_fd = _declare("join_shm_queue_fd", _c_int, _vp, optional=True)
+_endpoint_fd = _declare("join_shm_endpoint_fd", _c_int, _vp, optional=True)
 
 
 # --- errors ---
@@ -331,6 +338,52 @@ class _Handle:
             raise ValueError("operation on a closed join_shm handle")
         return self._h
 
+    # --- since 1.2: event loops ---
+    # The fd polls readable while the handle has work (consumer: an element; producer: room;
+    # endpoint: an inbound message). The rule: after it polls readable, call try_* until it would
+    # block; it is then readable again when work arrives. The *_async methods follow that rule.
+
+    _fd_call = None
+
+    def fileno(self):
+        """The handle's pollable file descriptor (for selectors, asyncio, select, poll). Owned by
+        the handle: close() closes it."""
+        if self._fd_call is None:
+            raise NotImplementedError("the loaded libjoin-shm %d.%d.%d has no pollable fds (1.2)" % version())
+        rc = self._fd_call(self._handle())
+        if rc < 0:
+            _raise(rc, self._fd_call.__name__, self.name)
+        return rc
+
+    async def _until(self, attempt, timeout):
+        """attempt() (a try_* call: None or False when it would block) retried whenever the fd
+        polls readable in the running asyncio loop, until it gets through or timeout seconds pass
+        (None: no limit; then JoinShmTimeoutError)."""
+        import asyncio
+        _check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            result = attempt()
+            if result is not None and result is not False:
+                return result
+            fd = self.fileno()  # re-arms it, too
+            woke = loop.create_future()
+            loop.add_reader(fd, lambda: woke.done() or woke.set_result(None))
+            try:
+                if deadline is None:
+                    await woke
+                else:
+                    await asyncio.wait_for(woke, max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise JoinShmTimeoutError(_errno.ETIMEDOUT, "timed out after %g s" % timeout, "async wait",
+                                          self.name) from None
+            finally:
+                loop.remove_reader(fd)
+
+    def __aiter__(self):
+        return self
+
 
 class Queue(_Handle):
     """One side (PRODUCER or CONSUMER) of the ring NAME, created if it does not exist.
@@ -342,6 +395,7 @@ class Queue(_Handle):
     """
 
     _close_call = staticmethod(_queue_close)
+    _fd_call = staticmethod(_queue_fd) if _queue_fd is not None else None
 
     def __init__(self, name, policy, role, element_size, capacity, *, mode=None, open_timeout=None, spin_ns=None,
                  flags=0):
@@ -391,6 +445,26 @@ class Queue(_Handle):
         """The oldest element as bytes, waiting up to timeout seconds (None: forever)."""
         _wait(_timed_pop, self._handle(), self._buf, timeout, "join_shm_timed_pop", self.name)
         return self._buf.raw
+
+    async def pop_async(self, timeout=None):
+        """The oldest element as bytes, awaiting the fd in the running asyncio loop."""
+        return await self._until(self.try_pop, timeout)
+
+    async def push_async(self, data, timeout=None):
+        """Push one element, awaiting room through the fd in the running asyncio loop."""
+        src = _src(data, self._size)
+        await self._until(lambda: _attempt(_try_push(self._handle(), src), "join_shm_try_push", self.name), timeout)
+
+    async def __anext__(self):
+        """async for message in consumer: every element, as it comes."""
+        return await self.pop_async()
+
+    def peek(self, timeout=None):
+        """with consumer.peek() as view: the oldest element in place, as a read-only memoryview
+        (zero-copy: numpy.frombuffer(view, ...) reads shared memory). Waits up to timeout seconds
+        (None: forever). At the end of the block the element is consumed; if the block raises, it
+        is given back (join_shm_cancel) and stays the next one. Do not keep the view."""
+        return _Peek(self, timeout)
 
     def try_pop_into(self, buffer):
         """Pop into a writable buffer of exactly element_size bytes; False if the ring is empty."""
@@ -475,6 +549,49 @@ class Queue(_Handle):
         return out
 
 
+class _Peek:
+    """The context manager of Queue.peek()."""
+
+    def __init__(self, queue, timeout):
+        self._queue = queue
+        self._timeout = timeout
+        self._view = None
+
+    def __enter__(self):
+        q = self._queue
+        slot = _vp()
+        if self._timeout is None or _timed_peek is None:
+            rc = _try_peek(q._handle(), ctypes.byref(slot))
+            deadline = None if self._timeout is None else time.monotonic() + self._timeout
+            while rc == -_errno.EAGAIN and (deadline is None or time.monotonic() < deadline):
+                if _timed_peek is not None:
+                    rc = _timed_peek(q._handle(), ctypes.byref(slot), _ns(_SLICE))
+                    rc = -_errno.EAGAIN if rc == -_errno.ETIMEDOUT else rc
+                else:
+                    time.sleep(0.001)
+                    rc = _try_peek(q._handle(), ctypes.byref(slot))
+            if rc == -_errno.EAGAIN:
+                rc = -_errno.ETIMEDOUT
+        else:
+            _wait(_timed_peek, q._handle(), ctypes.byref(slot), self._timeout, "join_shm_timed_peek", q.name)
+            rc = 0
+        if rc < 0:
+            _raise(rc, "join_shm_peek", q.name)
+        self._view = memoryview((ctypes.c_char * q._size).from_address(slot.value)).cast("B").toreadonly()
+        return self._view
+
+    def __exit__(self, exc_type, exc, tb):
+        view, self._view = self._view, None
+        try:
+            view.release()
+        except BufferError:
+            pass  # something still holds the view (e.g. a numpy array): the slot is handed back anyway
+        h = self._queue._handle()
+        rc = _cancel(h) if exc_type is not None and _cancel is not None else _release(h)
+        if rc < 0:
+            _raise(rc, "join_shm_release", self._queue.name)
+
+
 def Producer(name, policy, element_size, capacity, **options):
     """Queue(name, policy, PRODUCER, element_size, capacity, **options)."""
     return Queue(name, policy, PRODUCER, element_size, capacity, **options)
@@ -491,6 +608,7 @@ class Endpoint(_Handle):
     """One side (SIDE_A or SIDE_B) of the duplex channel NAME: rings NAME_AB and NAME_BA."""
 
     _close_call = staticmethod(_endpoint_close)
+    _fd_call = staticmethod(_endpoint_fd) if _endpoint_fd is not None else None
 
     def __init__(self, name, policy, side, element_size, capacity):
         self._h = None
@@ -526,6 +644,26 @@ class Endpoint(_Handle):
         """The oldest inbound message as bytes, waiting up to timeout seconds (None: forever)."""
         _wait(_timed_receive, self._handle(), self._buf, timeout, "join_shm_timed_receive", self.name)
         return self._buf.raw
+
+    async def receive_async(self, timeout=None):
+        """The oldest inbound message as bytes, awaiting the fd in the running asyncio loop."""
+        return await self._until(self.try_receive, timeout)
+
+    async def send_async(self, data, timeout=None):
+        """Send one message; while the outbound ring is full, retries every millisecond (the
+        endpoint's fd tells of inbound messages only)."""
+        import asyncio
+        src = _src(data, self._size)
+        _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not _attempt(_try_send(self._handle(), src), "join_shm_try_send", self.name):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JoinShmTimeoutError(_errno.ETIMEDOUT, "timed out after %g s" % timeout, "send_async", self.name)
+            await asyncio.sleep(0.001)
+
+    async def __anext__(self):
+        """async for message in endpoint: every inbound message, as it comes."""
+        return await self.receive_async()
 
     def receive_into(self, buffer, timeout=None):
         """Receive into a writable buffer of exactly element_size bytes, waiting as receive() does."""

@@ -99,6 +99,8 @@ struct is_error_code_enum<join::Errc> : true_type {};
 
 namespace join {
 
+class WaitSet;
+
 /// The reason for the calling thread's last failing operation. Like errno, success leaves it alone.
 inline thread_local std::error_code lastError;
 
@@ -332,7 +334,14 @@ public:
     /// does not fit, in which case open() fails).
     uint64_t size() const noexcept { return elementSize_ * capacity_; }
 
+    /// Since 1.2: a file descriptor for poll/epoll/select that is readable while this object has
+    /// work (consumer: an element; producer: room). Owned by the object; after it polls readable,
+    /// call the try operations until they fail with TemporaryError. -1 when closed.
+    int fd() noexcept { return handle_ ? result(join_shm_queue_fd(handle_)) : notOpen(); }
+
 protected:
+    friend class join::WaitSet;
+
     Queue(const std::string &name, uint64_t elementSize, uint64_t capacity)
         : name_(name), elementSize_(elementSize), capacity_(capacity) {}
 
@@ -583,12 +592,84 @@ public:
     /// The bytes of element storage in one direction, elementSize() * capacity(), open or not.
     uint64_t size() const noexcept { return elementSize_ * capacity_; }
 
+    /// Since 1.2: a file descriptor readable while a message waits inbound (see Queue::fd()).
+    int fd() noexcept { return handle_ ? detail::result(join_shm_endpoint_fd(handle_)) : detail::notOpen(); }
+
 private:
+    friend class WaitSet;
+
     std::string name_;
     Side side_;
     uint64_t elementSize_;
     uint64_t capacity_;
     join_shm_endpoint *handle_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Waiting on many (since 1.2)
+// ---------------------------------------------------------------------------------------------
+
+/// Waits on up to JOIN_SHM_WAIT_MAX producers, consumers and endpoints (inbound) at once
+/// (join_shm_wait_any). Members are open objects that outlive their membership; one that is closed
+/// or reopened must be removed and added again. For one thread at a time.
+class WaitSet {
+public:
+    /// -1 with InvalidParam if the object is not open, already a member, or the set is full.
+    template <join_shm_policy Policy, join_shm_role Role>
+    int add(const detail::Queue<Policy, Role> &object) noexcept {
+        return insert(&object, object.handle_, nullptr);
+    }
+    template <join_shm_policy Policy>
+    int add(const BasicEndpoint<Policy> &object) noexcept {
+        return insert(&object, nullptr, object.handle_);
+    }
+
+    /// -1 with InvalidParam if the object is not a member.
+    int remove(const void *object) noexcept {
+        for (uint32_t i = 0; i < size_; ++i)
+            if (members_[i] == object) {
+                members_[i] = members_[size_ - 1];
+                items_[i] = items_[--size_];
+                return 0;
+            }
+        return detail::fail(Errc::InvalidParam, "the object is not in the wait set");
+    }
+
+    /// Waits until at least one member has work; returns how many have (see ready()), or -1 with
+    /// TimedOut. A zero timeout checks once; wait() without one waits as long as it takes.
+    template <typename Rep, typename Period>
+    int wait(const std::chrono::duration<Rep, Period> &timeout) noexcept {
+        return waitNs(detail::toTimeoutNs(timeout));
+    }
+    int wait() noexcept { return waitNs(-1); }
+
+    /// Whether the last wait() found this member ready.
+    bool ready(const void *object) const noexcept {
+        for (uint32_t i = 0; i < size_; ++i)
+            if (members_[i] == object) return items_[i].ready != 0;
+        return false;
+    }
+
+    std::size_t size() const noexcept { return size_; }
+
+private:
+    int insert(const void *object, join_shm_queue *queue, join_shm_endpoint *endpoint) noexcept {
+        if (!queue && !endpoint) return detail::notOpen();
+        if (size_ == JOIN_SHM_WAIT_MAX) return detail::fail(Errc::InvalidParam, "the wait set is full");
+        for (uint32_t i = 0; i < size_; ++i)
+            if (members_[i] == object) return detail::fail(Errc::InvalidParam, "the object is already in the wait set");
+        members_[size_] = object;
+        items_[size_++] = {queue, endpoint, 0};
+        return 0;
+    }
+    int waitNs(int64_t timeoutNs) noexcept {
+        if (size_ == 0) return detail::fail(Errc::InvalidParam, "the wait set is empty");
+        return detail::result(join_shm_wait_any(items_, size_, timeoutNs));
+    }
+
+    join_shm_wait_item items_[JOIN_SHM_WAIT_MAX] = {};
+    const void *members_[JOIN_SHM_WAIT_MAX] = {};
+    uint32_t size_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,542 @@
+// Waiting from an event loop: a pollable fd per handle, and join_shm_wait_any.
+//
+// The fd. A handle that asks for one gets an eventfd E: the fd the user polls. E turns readable
+// through one of two routes, both built on the futex protocol of wait.hpp, so publishers pay what
+// they always paid (a release store and one load of the wait word; a FUTEX_WAKE only when bit 0
+// says somebody waits) and the segment layout does not change:
+//  - io_uring (Linux 6.7+, the default): a small private io_uring per handle, with E registered as
+//    its eventfd. Arming announces a waiter on the ring's word exactly as a blocking waiter does,
+//    re-checks the ring, and submits IORING_OP_FUTEX_WAIT on the word. A publisher's FUTEX_WAKE
+//    completes it, and the kernel signals E in the waker's own context: the event loop is woken
+//    once, as by a pipe, with no helper thread. The ring is set up with DEFER_TASKRUN for that
+//    reason: without it a completion is delivered as task work to the thread that submitted,
+//    interrupting it like a signal, so an epoll_wait in that thread returned EINTR on 1999 of
+//    2000 wake-ups (measured on 6.18) before the ring fd turned readable. DEFER_TASKRUN keeps
+//    completions until we reap them, and only the thread that created the ring may reap: a handle
+//    used by another thread later (allowed, one thread at a time) gets a fresh ring when
+//    io_uring_enter answers -EEXIST, still signalling the same E.
+//  - a watcher thread, where that route is unavailable (kernel before 6.7, io_uring disabled or
+//    refused by seccomp, no DEFER_TASKRUN) or JOIN_SHM_FD_FALLBACK=1 (tests cover it): a thread per
+//    handle sleeps on the word as a blocking waiter does and writes E when there is work. Two
+//    wake-ups per event instead of one, and a thread per fd.
+// Arming happens when the fd is requested and when a try_ call returns -EAGAIN: the rule users
+// follow is to call try_ until -EAGAIN, and that is when the handle is known to have run dry.
+// Arming drains E (what stops it polling readable) and submits a new wait; while the previous wait
+// is still pending it costs two loads (sq flags, cq tail) and no system call.
+//
+// Dead peers: before arming, as before a blocking sleep, stuckSlice() (ring.hpp) looks for a
+// claimant that died holding the next slot, and takes the slot over once the claimant is dead.
+// While a slot looks stuck, the futex wait carries a linked timeout of stuckSlice's 5 ms (the
+// watcher sleeps that long at most), so E turns readable, the user's try_ returns -EAGAIN, and the
+// next arming looks again. wait_any calls stuckSlice on each item before it sleeps, likewise.
+//
+// wait_any: set bit 0 on every item's word, pay one barrier for all, re-check every item, then
+// futex_waitv on all the words: any publisher's wake ends the sleep. Without futex_waitv (Linux
+// before 5.16, or JOIN_SHM_WAITV_FALLBACK=1) it sleeps on the first word in slices of 1 ms and
+// polls all: correct, but up to 1 ms late for the others and about 1000 wake-ups a second while
+// idle. Every ready item is marked, so a caller that serves what is marked starves no ring; there
+// is no scan order to rotate.
+#include "poller.hpp"
+
+#include "error.hpp"
+#include "ring.hpp"
+#include "wait.hpp"
+
+#include <linux/futex.h>
+#include <linux/io_uring.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace join::shm {
+
+namespace {
+
+// Newer than the kernel headers of Debian 12 (6.1).
+constexpr uint8_t kOpFutexWait = 51;   // IORING_OP_FUTEX_WAIT, Linux 6.7
+constexpr uint32_t kFutex2Size32 = 2;  // FUTEX2_SIZE_U32; not FUTEX2_PRIVATE: the word is shared
+
+WaitWord &wordOf(const Queue &q) noexcept {
+    return q.role == JOIN_SHM_PRODUCER ? q.header().not_full : q.header().not_empty;
+}
+
+bool fallbackForced() noexcept {
+    static const bool forced = [] {
+        const char *e = std::getenv("JOIN_SHM_FD_FALLBACK");
+        return e && e[0] == '1';
+    }();
+    return forced;
+}
+
+// Whether IORING_OP_FUTEX_WAIT works here: 0 not known yet, 1 yes, 2 no. Relaxed: a cache.
+std::atomic<int> uringVerdict{0};
+
+long futexPrivate(std::atomic<uint32_t> &word, int op, uint32_t value) noexcept {
+    return syscall(SYS_futex, &word, op | FUTEX_PRIVATE_FLAG, value, nullptr, nullptr, 0);
+}
+
+// One small io_uring, used by one thread, with raw system calls (no liburing: the library must not
+// gain a dependency). Its memory is written by the kernel and by us only, never by other processes.
+struct Uring {
+    int fd = -1;
+    void *rings = MAP_FAILED;
+    size_t ringsSize = 0;
+    void *sqeMemory = MAP_FAILED;
+    size_t sqeSize = 0;
+    io_uring_sqe *sqes = nullptr;
+    io_uring_cqe *cqes = nullptr;
+    unsigned *sqTail = nullptr, *sqMask = nullptr, *sqArray = nullptr, *sqFlags = nullptr;
+    unsigned *cqHead = nullptr, *cqTail = nullptr, *cqMask = nullptr;
+};
+
+void closeUring(Uring &u) noexcept {
+    if (u.sqeMemory != MAP_FAILED) munmap(u.sqeMemory, u.sqeSize);
+    if (u.rings != MAP_FAILED) munmap(u.rings, u.ringsSize);
+    if (u.fd >= 0) close(u.fd);
+    u = Uring{};
+}
+
+// 0 or a negative errno. The ring fd is O_CLOEXEC, as io_uring_setup always makes it.
+int openUring(Uring &u, int eventFd) noexcept {
+    io_uring_params p{};
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+    const long fd = syscall(__NR_io_uring_setup, 4, &p);
+    if (fd < 0) return -errno;
+    u.fd = static_cast<int>(fd);
+    if (!(p.features & IORING_FEAT_SINGLE_MMAP)) {
+        closeUring(u);
+        return -EOPNOTSUPP;
+    }
+    const size_t sq = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    const size_t cq = p.cq_off.cqes + p.cq_entries * sizeof(io_uring_cqe);
+    u.ringsSize = sq > cq ? sq : cq;
+    u.rings = mmap(nullptr, u.ringsSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, u.fd, IORING_OFF_SQ_RING);
+    u.sqeSize = p.sq_entries * sizeof(io_uring_sqe);
+    u.sqeMemory = mmap(nullptr, u.sqeSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, u.fd, IORING_OFF_SQES);
+    if (u.rings == MAP_FAILED || u.sqeMemory == MAP_FAILED) {
+        const int err = errno;
+        closeUring(u);
+        return -err;
+    }
+    auto *base = static_cast<unsigned char *>(u.rings);
+    u.sqTail = reinterpret_cast<unsigned *>(base + p.sq_off.tail);
+    u.sqMask = reinterpret_cast<unsigned *>(base + p.sq_off.ring_mask);
+    u.sqArray = reinterpret_cast<unsigned *>(base + p.sq_off.array);
+    u.sqFlags = reinterpret_cast<unsigned *>(base + p.sq_off.flags);
+    u.cqHead = reinterpret_cast<unsigned *>(base + p.cq_off.head);
+    u.cqTail = reinterpret_cast<unsigned *>(base + p.cq_off.tail);
+    u.cqMask = reinterpret_cast<unsigned *>(base + p.cq_off.ring_mask);
+    u.cqes = reinterpret_cast<io_uring_cqe *>(base + p.cq_off.cqes);
+    u.sqes = static_cast<io_uring_sqe *>(u.sqeMemory);
+    if (syscall(__NR_io_uring_register, u.fd, IORING_REGISTER_EVENTFD, &eventFd, 1) < 0) {
+        const int err = errno;
+        closeUring(u);
+        return -err;
+    }
+    return 0;
+}
+
+// The SQE at *tail, zeroed; the caller publishes the tail.
+io_uring_sqe *nextSqe(Uring &u, unsigned &tail) noexcept {
+    const unsigned i = tail++ & *u.sqMask;
+    u.sqArray[i] = i;
+    io_uring_sqe *s = &u.sqes[i];
+    std::memset(s, 0, sizeof *s);
+    return s;
+}
+
+void prepareFutexWait(io_uring_sqe *s, std::atomic<uint32_t> &word, uint32_t expected) noexcept {
+    s->opcode = kOpFutexWait;
+    s->fd = static_cast<int>(kFutex2Size32);
+    s->addr = reinterpret_cast<uintptr_t>(&word);
+    s->addr2 = expected;
+    s->addr3 = FUTEX_BITSET_MATCH_ANY;
+}
+
+// io_uring_enter: how many SQEs it took, or a negative errno (-EEXIST: not the ring's thread).
+int enter(Uring &u, unsigned submit, unsigned wait, unsigned flags) noexcept {
+    for (;;) {
+        const long r = syscall(__NR_io_uring_enter, u.fd, submit, wait, flags, nullptr, 0);
+        if (r >= 0) return static_cast<int>(r);
+        if (errno != EINTR) return -errno;
+    }
+}
+
+void publishSqes(Uring &u, unsigned tail) noexcept {
+    // Release: the kernel reads the SQEs after it sees the tail.
+    __atomic_store_n(u.sqTail, tail, __ATOMIC_RELEASE);
+}
+
+// Throws away every posted completion: they carry nothing we need beyond "it happened".
+void dropCompletions(Uring &u) noexcept {
+    // Acquire/release as liburing does: the kernel may reuse a CQE once head moves past it.
+    __atomic_store_n(u.cqHead, __atomic_load_n(u.cqTail, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
+}
+
+// Whether the wait we submitted has ended: the kernel queued its completion (TASKRUN flag, set by
+// DEFER_TASKRUN when work waits for us) or posted a CQE.
+bool waitEnded(const Uring &u) noexcept {
+    // Acquire: ordered after the kernel's update of these words.
+    return (__atomic_load_n(u.sqFlags, __ATOMIC_ACQUIRE) & IORING_SQ_TASKRUN) ||
+           __atomic_load_n(u.cqTail, __ATOMIC_ACQUIRE) != *u.cqHead;
+}
+
+// A futex wait on a word that does not hold the expected value must fail at once with -EAGAIN:
+// anything else (-EINVAL for an unknown opcode) means the kernel lacks IORING_OP_FUTEX_WAIT.
+bool probeFutexWait(Uring &u) noexcept {
+    std::atomic<uint32_t> word{0};
+    unsigned tail = *u.sqTail;
+    prepareFutexWait(nextSqe(u, tail), word, 1);
+    publishSqes(u, tail);
+    if (enter(u, 1, 1, IORING_ENTER_GETEVENTS) != 1) return false;
+    const unsigned head = *u.cqHead;
+    if (__atomic_load_n(u.cqTail, __ATOMIC_ACQUIRE) == head) return false;
+    const int res = u.cqes[head & *u.cqMask].res;
+    dropCompletions(u);
+    return res == -EAGAIN;
+}
+
+enum : uint32_t { kIdle = 0, kArmed = 1, kFiring = 2, kFired = 3, kStop = 4 };
+
+}  // namespace
+
+struct Poller {
+    int eventFd = -1;
+    pid_t owner = 0;
+    Queue *queue = nullptr;
+    bool watcherRoute = false;
+    // io_uring route (used by the handle's thread only).
+    Uring uring;
+    bool armed = false;      // a futex wait is in flight
+    bool signalled = false;  // eventFd may hold a count we must drain
+    __kernel_timespec timeout{};
+    // Watcher route. state: kIdle -> kArmed (user thread) -> kFiring -> kFired (watcher, around its
+    // write of E) -> kArmed ...; kStop from close. sliceNs: how long the watcher may sleep at most (0: until woken).
+    bool watcherStarted = false;
+    pthread_t watcher{};
+    std::atomic<uint32_t> state{kIdle};
+    std::atomic<int64_t> sliceNs{0};
+};
+
+namespace {
+
+void signalFd(Poller &p) noexcept {
+    const uint64_t one = 1;
+    ssize_t r;
+    do
+        r = write(p.eventFd, &one, sizeof one);
+    while (r < 0 && errno == EINTR);
+}
+
+void drainFd(Poller &p) noexcept {
+    uint64_t count;
+    ssize_t r;
+    do
+        r = read(p.eventFd, &count, sizeof count);
+    while (r < 0 && errno == EINTR);
+}
+
+// Whether a try_ call on q would find an element (consumer) or room (producer) now.
+bool workAt(const Queue &q) noexcept {
+    const Header &h = q.header();
+    // A few reloads when the cursor moves under us; past them, report work and let try_ decide.
+    for (int attempt = 0; attempt < 4; ++attempt) {
+        if (q.role == JOIN_SHM_CONSUMER) {
+            // Relaxed: a lone consumer stored tail itself (program order, or the watcher's acquire
+            // of kArmed); MPMC consumers only pick where to look, the slot's seq decides.
+            const uint64_t position = h.tail.load(std::memory_order_relaxed);
+            // Acquire: as claimForRead's, so that "work" is a complete element.
+            const uint64_t seq = slotOf(q, position)->seq.load(std::memory_order_acquire);
+            if (seq == 4 * position + kFull || seq == 4 * position + kAbandoned) return true;
+            if (static_cast<int64_t>(seq - (4 * position + kFull)) <= 0) return false;  // not yet published
+        } else if (!sharedProducers(q)) {
+            // SPSC producer: head is ours (stored in publish); acquire on tail as in claimForWrite.
+            const uint64_t head = h.head.load(std::memory_order_relaxed);
+            return head - h.tail.load(std::memory_order_acquire) < q.capacity;
+        } else {
+            const uint64_t position = h.head.load(std::memory_order_relaxed);  // relaxed: as above
+            // Acquire: as claimForWrite's.
+            const auto diff =
+                static_cast<int64_t>(slotOf(q, position)->seq.load(std::memory_order_acquire) - 4 * position);
+            if (diff == 0) return true;
+            if (diff < 0) return false;  // the last lap's element is still there
+        }
+    }
+    return true;
+}
+
+// ---- the watcher route ----
+
+void *watch(void *arg) noexcept {
+    Poller &p = *static_cast<Poller *>(arg);
+    const Queue &q = *p.queue;  // only fields fixed at open, and the segment
+    WaitWord &w = wordOf(q);
+    for (;;) {
+        // Acquire: pairs with the release store of kArmed in armWatcher (sliceNs, the cursors).
+        const uint32_t s = p.state.load(std::memory_order_acquire);
+        if (s == kStop) return nullptr;
+        if (s != kArmed) {
+            futexPrivate(p.state, FUTEX_WAIT, s);
+            continue;
+        }
+        const int64_t slice = p.sliceNs.load(std::memory_order_relaxed);
+        const int64_t deadline = slice > 0 ? deadlineAfter(monotonicNs(), slice) : INT64_MAX;
+        // Like the io_uring route's futex wait, we fire on any wake-up, not only on work: the
+        // user's next arming then runs stuckSlice (a woken waiter finding the next slot claimed
+        // but unpublished is how a dead claimant shows).
+        for (bool woken = false;;) {
+            const uint32_t seen = announceWaiter(w);
+            // Seq_cst: against closePoller's store of kStop and its load of the word.
+            if (p.state.load(std::memory_order_seq_cst) != kArmed) break;
+            if (woken || workAt(q) || monotonicNs() >= deadline) {
+                // kFiring, then E, then kFired: the user, who drains E, waits out kFiring, so it
+                // neither returns early believing us armed nor drains before our write landed.
+                uint32_t expected = kArmed;
+                if (p.state.compare_exchange_strong(expected, kFiring, std::memory_order_relaxed)) {
+                    signalFd(p);
+                    // Release: our write of E happens before the user's drain. A CAS, not a store:
+                    // closePoller may have moved us to kStop meanwhile.
+                    expected = kFiring;
+                    p.state.compare_exchange_strong(expected, kFired, std::memory_order_release,
+                                                    std::memory_order_relaxed);
+                }
+                break;
+            }
+            sleepOn(w, seen, deadline);
+            woken = w.word.load(std::memory_order_relaxed) != seen;  // relaxed: a hint; workAt decides
+        }
+    }
+}
+
+int startWatcher(Poller &p) noexcept {
+    // The watcher takes no signals: they belong to the application's threads.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    const int r = pthread_create(&p.watcher, nullptr, watch, &p);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (r != 0) return -r;
+    p.watcherStarted = true;
+    return 0;
+}
+
+void armWatcher(Queue &q, Poller &p) noexcept {
+    // Acquire: pairs with the watcher's release of kFired (its write of E).
+    uint32_t s = p.state.load(std::memory_order_acquire);
+    while (s == kFiring) {  // the watcher is one write away from kFired
+        sched_yield();
+        s = p.state.load(std::memory_order_acquire);
+    }
+    if (s == kArmed) return;
+    if (s == kFired) drainFd(p);
+    const int64_t slice = stuckSlice(q);
+    if (slice < 0 || q.held || !p.watcherStarted) {        // no watcher: stay readable, never miss work
+        p.state.store(kFired, std::memory_order_relaxed);  // only this thread acts outside kArmed
+        signalFd(p);
+        return;
+    }
+    p.sliceNs.store(slice, std::memory_order_relaxed);
+    // Release: sliceNs and our cursor stores are visible to the watcher that sees kArmed.
+    p.state.store(kArmed, std::memory_order_release);
+    futexPrivate(p.state, FUTEX_WAKE, 1);
+}
+
+// io_uring failed after it had worked (out of memory, or fds): go on with a watcher.
+void switchToWatcher(Queue &q, Poller &p) noexcept {
+    closeUring(p.uring);
+    p.armed = false;
+    p.watcherRoute = true;
+    drainFd(p);
+    startWatcher(p);  // if even this fails, armWatcher keeps the fd readable
+    armWatcher(q, p);
+}
+
+// ---- the io_uring route ----
+
+void armUring(Queue &q, Poller &p) noexcept {
+    Uring &u = p.uring;
+    if (p.armed) {
+        if (!waitEnded(u)) return;                       // still waiting, and still valid: bit 0 stays set until a wake
+        int r = enter(u, 0, 0, IORING_ENTER_GETEVENTS);  // runs the deferred completions
+        if (r == -EEXIST) {                              // another thread than the ring's: a fresh ring
+            closeUring(u);
+            r = openUring(u, p.eventFd);
+        }
+        if (r < 0) return switchToWatcher(q, p);
+        dropCompletions(u);
+        p.armed = false;
+        p.signalled = true;  // posting those completions signalled E too
+    }
+    if (p.signalled) {
+        drainFd(p);
+        p.signalled = false;
+    }
+    const int64_t slice = stuckSlice(q);
+    WaitWord &w = wordOf(q);
+    const uint32_t seen = announceWaiter(w);
+    if (slice < 0 || q.held || workAt(q)) {
+        signalFd(p);
+        p.signalled = true;
+        return;
+    }
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        unsigned tail = *u.sqTail;
+        io_uring_sqe *s = nextSqe(u, tail);
+        prepareFutexWait(s, w.word, seen);
+        unsigned n = 1;
+        if (slice > 0) {
+            s->flags = IOSQE_IO_LINK;
+            p.timeout = {slice / 1'000'000'000, slice % 1'000'000'000};
+            io_uring_sqe *t = nextSqe(u, tail);
+            t->opcode = IORING_OP_LINK_TIMEOUT;
+            t->addr = reinterpret_cast<uintptr_t>(&p.timeout);
+            t->len = 1;
+            n = 2;
+        }
+        publishSqes(u, tail);
+        const int r = enter(u, n, 0, 0);
+        if (r == static_cast<int>(n)) {
+            p.armed = true;
+            return;
+        }
+        if (r != -EEXIST) break;
+        closeUring(u);  // submitted from another thread than the ring's: a fresh ring, then again
+        if (openUring(u, p.eventFd) < 0) break;
+    }
+    switchToWatcher(q, p);
+}
+
+int fdError(const Queue &q, int err, const char *what) noexcept {
+    return fail(err, "cannot make a pollable fd for \"%s\": %s: %s", q.name, what, std::strerror(err));
+}
+
+int openPoller(Queue &q) noexcept {
+    auto *p = new (std::nothrow) Poller;
+    if (!p) return fail(ENOMEM, "out of memory for the pollable fd of \"%s\"", q.name);
+    p->owner = q.owner;
+    p->queue = &q;
+    p->eventFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->eventFd < 0) {
+        const int err = errno;
+        delete p;
+        return fdError(q, err, "eventfd");
+    }
+    bool uring = false;
+    if (!fallbackForced() && uringVerdict.load(std::memory_order_relaxed) != 2 &&
+        openUring(p->uring, p->eventFd) == 0) {
+        uring = uringVerdict.load(std::memory_order_relaxed) == 1 || probeFutexWait(p->uring);
+        uringVerdict.store(uring ? 1 : 2, std::memory_order_relaxed);
+        if (!uring) closeUring(p->uring);
+        drainFd(*p);  // the probe's completion signalled it
+    }
+    if (!uring) {
+        p->watcherRoute = true;
+        if (int r = startWatcher(*p)) {
+            close(p->eventFd);
+            delete p;
+            return fdError(q, -r, "cannot start its watcher thread");
+        }
+    }
+    q.poller = p;
+    return 0;
+}
+
+}  // namespace
+
+void rearm(Queue &q) noexcept {
+    Poller &p = *q.poller;
+    if (p.watcherRoute)
+        armWatcher(q, p);
+    else
+        armUring(q, p);
+}
+
+int pollerFd(Queue &q) noexcept {
+    if (!q.poller) {
+        if (int r = openPoller(q)) return r;
+    }
+    rearm(q);
+    return q.poller->eventFd;
+}
+
+void closePoller(Queue &q) noexcept {
+    Poller *p = q.poller;
+    if (!p) return;
+    q.poller = nullptr;
+    // After fork the child has no watcher thread and must not touch the parent's io_uring: it only
+    // closes its copies of the fds and unmaps its copies of the rings.
+    if (p->watcherStarted && p->owner == currentProcess()) {
+        // Seq_cst, then a full fence before wakeAll reads the word: the watcher either sees kStop
+        // after announcing itself, or it announced before our read and wakeAll wakes it.
+        p->state.store(kStop, std::memory_order_seq_cst);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        wakeAll(wordOf(q));
+        futexPrivate(p->state, FUTEX_WAKE, 1);
+        pthread_join(p->watcher, nullptr);
+    }
+    closeUring(p->uring);
+    close(p->eventFd);
+    delete p;
+}
+
+int waitAny(Queue *const *queues, int *ready, unsigned n, int64_t timeoutNs) noexcept {
+    auto scan = [&] {
+        int count = 0;
+        for (unsigned i = 0; i < n; ++i)
+            count += ready[i] = queues[i]->held || workAt(*queues[i]);
+        return count;
+    };
+    int count = scan();
+    if (count || timeoutNs == 0) return count ? count : -ETIMEDOUT;
+    const int64_t start = monotonicNs();
+    const int64_t deadline = deadlineAfter(start, timeoutNs);
+    // Spin as the blocking calls do (the least of the handles' spin times, longer right after this
+    // thread woke a peer), then sleep.
+    int64_t spinNs = queues[0]->spinNs;
+    for (unsigned i = 1; i < n; ++i)
+        if (queues[i]->spinNs < spinNs) spinNs = queues[i]->spinNs;
+    if (spinNs > 0 && spinNs < kAfterWakeSpinNs && start - lastWakeNs() < kAfterWakeSpinNs) spinNs = kAfterWakeSpinNs;
+    const int64_t spinUntil = start + spinNs < deadline ? start + spinNs : deadline;
+    for (unsigned i = 1; spinNs > 0; ++i) {
+        cpuRelax();
+        if ((count = scan())) return count;
+        if (i % 16 == 0) {
+            const int64_t now = monotonicNs();
+            if (now >= spinUntil) break;
+            if (i % 128 == 0 && now - start > kYieldAfterNs) sched_yield();
+        }
+    }
+    WaitWord *words[JOIN_SHM_WAIT_MAX];
+    uint32_t seen[JOIN_SHM_WAIT_MAX];
+    for (;;) {
+        for (unsigned i = 0; i < n; ++i)
+            seen[i] = markWaiter(*(words[i] = &wordOf(*queues[i])));
+        waiterBarrier();
+        if ((count = scan())) return count;
+        const int64_t now = monotonicNs();
+        if (now >= deadline) return -ETIMEDOUT;
+        int64_t until = deadline;
+        bool retry = false;
+        for (unsigned i = 0; i < n; ++i) {
+            const int64_t slice = stuckSlice(*queues[i]);
+            if (slice < 0) retry = true;
+            if (slice > 0 && now + slice < until) until = now + slice;
+        }
+        if (retry) continue;
+        if (!sleepOnAny(words, seen, n, until)) {
+            constexpr int64_t kSliceNs = 1'000'000;  // see the top of this file
+            sleepOn(*words[0], seen[0], until - now < kSliceNs ? until : now + kSliceNs);
+        }
+    }
+}
+
+}  // namespace join::shm
