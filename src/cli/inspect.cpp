@@ -106,36 +106,43 @@ std::string validate(const Fields &f, uint64_t fileSize, Geometry &g) {
     return {};
 }
 
-// The records in use, read one by one (the table is part of a validated geometry).
-std::vector<Participant> readParticipants(int fd) {
+// The records in use, read in one pread (the table lies inside a validated geometry). shortRead
+// says the file shrank meanwhile: the records read whole are still reported.
+std::vector<Participant> readParticipants(int fd, bool &shortRead) {
+    using Record = join::shm::Participant;
+    std::vector<unsigned char> raw(kMaxParticipants * sizeof(Record));
+    const ssize_t got = preadFully(fd, raw.data(), raw.size(), static_cast<off_t>(kParticipantsOffset));
+    const size_t records = got < 0 ? 0 : static_cast<size_t>(got) / sizeof(Record);
+    shortRead = records < kMaxParticipants;
     std::vector<Participant> out;
-    for (uint32_t i = 0; i < kMaxParticipants; ++i) {
-        unsigned char raw[sizeof(join::shm::Participant)];
-        if (preadFully(fd, raw, sizeof raw, static_cast<off_t>(kParticipantsOffset + i * sizeof raw)) !=
-            static_cast<ssize_t>(sizeof raw))
-            break;
-        const auto identity = read<uint64_t>(raw, offsetof(join::shm::Participant, identity));
-        if (identity == 0) continue;
+    for (size_t i = 0; i < records; ++i) {
+        const unsigned char *record = raw.data() + i * sizeof(Record);
+        const auto identity = read<uint64_t>(record, offsetof(Record, identity));
+        if (identity == 0) continue;  // free
         Participant p;
-        p.index = i;
-        p.generation = read<uint32_t>(raw, offsetof(join::shm::Participant, generation)) & kGenerationMask;
-        p.role = read<uint32_t>(raw, offsetof(join::shm::Participant, role));
+        p.index = static_cast<uint32_t>(i);
+        p.role = read<uint32_t>(record, offsetof(Record, role));
+        p.generation = read<uint32_t>(record, offsetof(Record, generation)) & kGenerationMask;
         p.pid = identityPid(identity);
-        p.alive = identityAlive(identity);
+        p.startTicks = identity >> kIdentityPidBits;
+        p.alive = identityAlive(identity);  // bounded: identityPid() has 22 bits, never 0 or -1 to kill()
+        p.intent = read<uint64_t>(record, offsetof(Record, intent));
         out.push_back(p);
     }
     return out;
 }
 
-Role roleOf(uint32_t holding, bool many, const std::vector<Participant> &participants) {
+// A single-holder role's word names a holding: a record index and its generation, as the library
+// judges it (participants.cpp): the record must be in use and still in that generation.
+Role roleOf(uint32_t word, bool many, uint32_t role, const std::vector<Participant> &participants) {
     Role r;
     r.many = many;
-    if (many) return r;
+    r.word = many ? 0 : word;
     for (const Participant &p : participants) {
-        if (holding != 0 && p.index == holdingIndex(holding) && p.generation == holdingGeneration(holding)) {
-            r.pid = p.pid;
-            r.alive = p.alive;
-        }
+        const bool holds = many ? p.role == role
+                                : word != 0 && holdingGeneration(word) != 0 && p.index == holdingIndex(word) &&
+                                      p.generation == holdingGeneration(word);
+        if (holds) r.holders.push_back(p);
     }
     return r;
 }
@@ -248,9 +255,9 @@ Segment inspect(int dirFd, const std::string &name, bool summariseSlots) {
     // As the library's pendingCount: the cursors may be mid-update or lying.
     const auto diff = static_cast<int64_t>(f.head - f.tail);
     s.pending = diff <= 0 ? 0 : static_cast<uint64_t>(diff) > f.capacity ? f.capacity : static_cast<uint64_t>(diff);
-    s.participants = readParticipants(fd.fd);
-    s.producer = roleOf(f.producerHolding, f.policy != 1, s.participants);  // only SPSC has one producer
-    s.consumer = roleOf(f.consumerHolding, f.policy == 3, s.participants);  // MPMC has many consumers
+    s.participants = readParticipants(fd.fd, s.participantsShort);
+    s.producer = roleOf(f.producerHolding, f.policy != 1, 1, s.participants);  // only SPSC has one producer
+    s.consumer = roleOf(f.consumerHolding, f.policy == 3, 2, s.participants);  // MPMC has many consumers
     s.consumersSleep = (f.notEmpty & 1) != 0;
     s.producersSleep = (f.notFull & 1) != 0;
     if (summariseSlots) s.slots = summarise(fd.fd, f, s.geometry);

@@ -24,18 +24,27 @@ struct Fields {
     uint32_t notEmpty = 0, notFull = 0;  // futex words; bit 0: somebody sleeps on it
 };
 
-// A handle open on the ring, from the segment's participant table.
+// A record in use in the segment's participant table: a handle open on the ring, or left by a
+// process that died with it open. Every field is as read, reduced to its defined bits where the
+// layout says so; nothing in it is used as an index.
 struct Participant {
-    uint32_t index = 0, generation = 0, role = 0;  // role: 1 producer, 2 consumer (as join_shm_role)
-    uint32_t pid = 0;
-    bool alive = false;
+    uint32_t index = 0;       // in the table, < kMaxParticipants
+    uint32_t role = 0;        // 1 producer, 2 consumer (as join_shm_role); anything else as read
+    uint32_t generation = 0;  // its 24 bits
+    uint32_t pid = 0;         // identityPid(identity)
+    uint64_t startTicks = 0;  // the rest of the identity: the process's start time (0: unknown)
+    bool alive = false;       // identityAlive(identity): a reused pid reads as dead
+    uint64_t intent = kNoIntent;
+    bool intentPending() const { return intent != kNoIntent; }
 };
 
 // Who holds a role, as far as the segment records it.
 struct Role {
-    bool many = false;  // the policy lets many processes hold it and records none of them
-    uint32_t pid = 0;   // 0: nobody
-    bool alive = false;
+    bool many = false;  // the policy lets many processes hold it: holders are the participants in that role
+    uint32_t word = 0;  // a single-holder role: its holding as read (0: nobody)
+    // many: every participant in the role, by index; single: the one the word names, if it names a
+    // record in use (a word that names none is a holder gone without letting go).
+    std::vector<Participant> holders;
 };
 
 // Slot states counted by `stat` (bounded: only for rings of at most kSlotSummaryLimit slots).
@@ -69,7 +78,8 @@ struct Segment {
     // Derived from a Ready, consistent header only.
     Geometry geometry{};
     uint64_t pending = 0;                   // head - tail, clamped to [0, capacity]: a snapshot
-    std::vector<Participant> participants;  // the records in use
+    std::vector<Participant> participants;  // the records in use, by index
+    bool participantsShort = false;         // the file shrank while the table was read
     Role producer, consumer;
     bool consumersSleep = false, producersSleep = false;
     bool creatorAlive = false;

@@ -46,8 +46,10 @@ Inspects and removes libjoin-shm rings (POSIX shared memory segments).
 
 Commands:
   ls [--all] [--json]    list the rings in DIR: policy, element size, capacity, pending elements,
-                         role holders and whether they are alive, sleepers, skipped positions, state
-  stat [--json] NAME     everything about one ring (both rings if NAME is an endpoint)
+                         producers and consumers (pids, alive or dead), sleepers, skipped positions,
+                         state
+  stat [--json] NAME     everything about one ring, every participant included (both rings if NAME
+                         is an endpoint)
   rm [--force] NAME...   remove rings (NAME_AB and NAME_BA if NAME is an endpoint); files without
                          the join-shm magic are left alone unless --force
   bridge out|in NAME ... carry a ring over NATS to another host (join-shm bridge --help)
@@ -197,10 +199,41 @@ std::string statusText(const Segment &s) {
     return kindName(s.kind);
 }
 
+std::string pidText(uint32_t pid, bool alive) { return fmt::format("{} ({})", pid, alive ? "alive" : "dead"); }
+
+// How many holders of a shared role a table cell names before it only counts the rest.
+constexpr size_t kHoldersShown = 2;
+
+// "-" for nobody; "4123 (alive), 4130 (dead)"; past kHoldersShown, "..., +5 more (4 alive)"; "gone"
+// for a single-holder role whose word names no record in use (its holder died, its record was reused).
 std::string roleText(const Role &r) {
-    if (r.many) return "many";
-    if (r.pid == 0) return "-";
-    return fmt::format("{} ({})", r.pid, r.alive ? "alive" : "dead");
+    if (r.holders.empty()) return !r.many && r.word != 0 ? "gone" : "-";
+    std::string text;
+    size_t aliveRest = 0;
+    for (size_t i = 0; i < r.holders.size(); ++i) {
+        const cli::Participant &p = r.holders[i];
+        if (i < kHoldersShown)
+            text += (i ? ", " : "") + pidText(p.pid, p.alive);
+        else
+            aliveRest += p.alive ? 1 : 0;
+    }
+    if (r.holders.size() > kHoldersShown)
+        text += fmt::format(", +{} more ({} alive)", r.holders.size() - kHoldersShown, aliveRest);
+    return text;
+}
+
+const char *participantRole(uint32_t role) { return role == 1 ? "producer" : role == 2 ? "consumer" : "unknown"; }
+
+// An intent is 2 * position + side (layout.hpp): the cursor its holder was about to move.
+std::string intentText(uint64_t intent) {
+    if (intent == kNoIntent) return "no intent";
+    return fmt::format("intent pending: {} from position {}", (intent & 1) ? "tail" : "head", intent >> 1);
+}
+
+// "0x305 (record 5, generation 3)"; the record may be out of the table's range: it is only shown.
+std::string holdingText(uint32_t word) {
+    if (word == 0) return "0 (nobody)";
+    return fmt::format("{:#x} (record {}, generation {})", word, holdingIndex(word), holdingGeneration(word));
 }
 
 std::string sleepersText(const Segment &s) {
@@ -210,13 +243,38 @@ std::string sleepersText(const Segment &s) {
     return "-";
 }
 
+std::string participantJson(const cli::Participant &p) {
+    JsonObject o;
+    o.add("index", uint64_t{p.index})
+        .add("role", quote(participantRole(p.role)))
+        .add("role_code", uint64_t{p.role})
+        .add("pid", uint64_t{p.pid})
+        .add("start_time", p.startTicks)
+        .add("alive", p.alive)
+        .add("generation", uint64_t{p.generation})
+        .add("intent_pending", p.intentPending());
+    if (p.intentPending())
+        o.add("intent",
+              JsonObject().add("cursor", quote((p.intent & 1) ? "tail" : "head")).add("position", p.intent >> 1).str());
+    else
+        o.add("intent", kNull);
+    return o.str();
+}
+
+// pid and alive name the holder of a single-holder role (null when nobody holds it; pid null and
+// alive false when its word names a holder gone); holders lists every process in the role.
 std::string roleJson(const Role &r) {
     JsonObject o;
     o.add("many", r.many);
-    if (r.many || r.pid == 0)
-        o.add("pid", kNull).add("alive", kNull);
+    if (r.many || r.holders.empty())
+        o.add("pid", kNull).add("alive", r.many || r.word == 0 ? kNull : std::string("false"));
     else
-        o.add("pid", uint64_t{r.pid}).add("alive", r.alive);
+        o.add("pid", uint64_t{r.holders[0].pid}).add("alive", r.holders[0].alive);
+    std::string holders;
+    for (const cli::Participant &p : r.holders)
+        holders += (holders.empty() ? "" : ",") +
+                   JsonObject().add("index", uint64_t{p.index}).add("pid", uint64_t{p.pid}).add("alive", p.alive).str();
+    o.add("holders", "[" + holders + "]");
     return o.str();
 }
 
@@ -415,6 +473,11 @@ void printStat(const Options &o, const Segment &s) {
         line("pending", fmt::format("{} (a snapshot: head {}, tail {})", s.pending, f.head, f.tail));
         line("producer", roleText(s.producer));
         line("consumer", roleText(s.consumer));
+        line("participants", fmt::format("{} of {} records in use{}", s.participants.size(), kMaxParticipants,
+                                         s.participantsShort ? " (the file shrank while the table was read)" : ""));
+        for (const cli::Participant &p : s.participants)
+            fmt::print("  #{:<4} {:<9} pid {:<17} generation {:<8} {}\n", p.index, participantRole(p.role),
+                       pidText(p.pid, p.alive), p.generation, intentText(p.intent));
         line("sleepers", sleepersText(s));
         line("skipped", std::to_string(f.skipped));
         if (s.slots.done)
@@ -434,9 +497,11 @@ void printStat(const Options &o, const Segment &s) {
         line("  slots_offset", std::to_string(f.slotsOffset));
         line("  total_size", std::to_string(f.totalSize));
         line("  state", fmt::format("{} ({})", f.state, f.state == 1 ? "ready" : f.state == 0 ? "initialising" : "?"));
-        line("  creator_pid", roleText(Role{false, f.creatorPid, s.creatorAlive}));
-        line("  producer_holder", fmt::format("{:#x}", f.producerHolding));
-        line("  consumer_holder", fmt::format("{:#x}", f.consumerHolding));
+        line("  creator_pid", pidText(f.creatorPid, s.creatorAlive));
+        line("  creator_identity", fmt::format("{:#x} (pid {}, start time {})", f.creatorIdentity,
+                                               identityPid(f.creatorIdentity), f.creatorIdentity >> kIdentityPidBits));
+        line("  producer_holder", holdingText(f.producerHolding));
+        line("  consumer_holder", holdingText(f.consumerHolding));
         line("  skipped", std::to_string(f.skipped));
         line("  head", std::to_string(f.head));
         line("  tail", std::to_string(f.tail));
@@ -468,7 +533,13 @@ std::string statJson(const Options &o, const Segment &s, const std::string &endp
         j.add("file", kNull);
     if (s.haveHeader) {
         const Fields &f = s.f;
-        j.add("creator", roleJson(Role{false, f.creatorPid, s.creatorAlive}));
+        JsonObject creator;
+        creator.add("many", false);
+        if (f.creatorPid == 0)
+            creator.add("pid", kNull).add("alive", kNull);
+        else
+            creator.add("pid", uint64_t{f.creatorPid}).add("alive", s.creatorAlive);
+        j.add("creator", creator.str());
         j.add("header", JsonObject()
                             .add("magic", quote(fmt::format("{:#018x}", f.magic)))
                             .add("version", uint64_t{f.version})
@@ -480,6 +551,7 @@ std::string statJson(const Options &o, const Segment &s, const std::string &endp
                             .add("total_size", f.totalSize)
                             .add("state", uint64_t{f.state})
                             .add("creator_pid", uint64_t{f.creatorPid})
+                            .add("creator_identity", f.creatorIdentity)
                             .add("producer_holder", uint64_t{f.producerHolding})
                             .add("consumer_holder", uint64_t{f.consumerHolding})
                             .add("skipped", f.skipped)
@@ -507,8 +579,14 @@ std::string statJson(const Options &o, const Segment &s, const std::string &endp
                                           .str()
                                     : kNull);
         j.add("slots_note", s.slots.done ? kNull : quote(s.slots.whyNot));
+        std::string participants;
+        for (const cli::Participant &p : s.participants)
+            participants += (participants.empty() ? "" : ",") + participantJson(p);
+        j.add("participants", "[" + participants + "]");
+        j.add("participants_note", s.participantsShort ? quote("the file shrank while the table was read") : kNull);
     } else {
         j.add("geometry", kNull).add("slots", kNull).add("slots_note", kNull);
+        j.add("participants", kNull).add("participants_note", kNull);
     }
     return j.str();
 }

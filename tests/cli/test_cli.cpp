@@ -1,8 +1,10 @@
 // The `join-shm` tool, run as users run it (the JOIN_SHM_CLI environment variable names the binary):
-// ls shows a ring another process holds open, with its pids and whether they are alive; rm removes
-// rings and endpoints; crafted, corrupt and hostile files in a private directory are reported, never
-// trusted, never changed; JSON output is checked by a strict parser; usage errors exit with 2.
+// ls shows a ring other processes hold open, with every producer's and consumer's pid and whether
+// it is alive, stat every participant record; rm removes rings and endpoints; crafted, corrupt and
+// hostile files (header and participant table) in a private directory are reported, never trusted,
+// never changed; JSON output is checked by a strict parser; usage errors exit with 2.
 #include "../../src/layout.hpp"
+#include "../../src/process.hpp"
 #include "../common.hpp"
 
 #include <dirent.h>
@@ -505,9 +507,9 @@ struct Holder {
     }
 };
 
-// The child opens NAME as the SPSC producer (64-byte elements, capacity 16), pushes `count`
-// elements, reports 'r' (or 'e' on failure) and waits until the parent closes the go pipe.
-void startProducer(Holder &h, const char *name, int count) {
+// The child opens NAME in ROLE (64-byte elements, capacity 16), pushes `count` elements if it is a
+// producer, reports 'r' (or 'e' on failure) and waits until the parent closes the go pipe.
+void startHolder(Holder &h, const char *name, join_shm_policy policy, join_shm_role role, int count) {
     int ready[2], go[2];
     REQUIRE(pipe2(ready, O_CLOEXEC) == 0);
     REQUIRE(pipe2(go, O_CLOEXEC) == 0);
@@ -519,7 +521,7 @@ void startProducer(Holder &h, const char *name, int count) {
         join_shm_queue *q = nullptr;
         char result = 'r';
         unsigned char element[64] = {};
-        if (join_shm_queue_open(&q, name, JOIN_SHM_SPSC, JOIN_SHM_PRODUCER, 64, 16) != 0) result = 'e';
+        if (join_shm_queue_open(&q, name, policy, role, 64, 16) != 0) result = 'e';
         for (int i = 0; i < count && result == 'r'; ++i) {
             element[0] = static_cast<unsigned char>(i);
             if (join_shm_try_push(q, element) != 0) result = 'e';
@@ -541,10 +543,63 @@ void startProducer(Holder &h, const char *name, int count) {
     REQUIRE(c == 'r');
 }
 
+void startProducer(Holder &h, const char *name, int count) {
+    startHolder(h, name, JOIN_SHM_SPSC, JOIN_SHM_PRODUCER, count);
+}
+
+// A single-holder role held by pid (its only holder).
 void checkRole(const Json &role, uint64_t pid, bool alive) {
     CHECK_FALSE(role["many"].flag());
     CHECK(role["pid"].u64() == pid);
     CHECK(role["alive"].flag() == alive);
+    REQUIRE(role["holders"].items.size() == 1);
+    CHECK(role["holders"].items[0]["pid"].u64() == pid);
+    CHECK(role["holders"].items[0]["alive"].flag() == alive);
+}
+
+// A single-holder role whose word names no record in use: its holder is gone.
+void checkGone(const Json &role) {
+    CHECK_FALSE(role["many"].flag());
+    CHECK(role["pid"].isNull());
+    CHECK_FALSE(role["alive"].flag());
+    CHECK(role["holders"].items.empty());
+}
+
+// A shared role: its holders, by record index, as {index, pid, alive}.
+struct Held {
+    uint64_t index, pid;
+    bool alive;
+};
+void checkShared(const Json &role, const std::vector<Held> &holders) {
+    CHECK(role["many"].flag());
+    CHECK(role["pid"].isNull());
+    CHECK(role["alive"].isNull());
+    const std::vector<Json> &items = role["holders"].items;
+    REQUIRE(items.size() == holders.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+        INFO("holder " << i);
+        CHECK(items[i]["index"].u64() == holders[i].index);
+        CHECK(items[i]["pid"].u64() == holders[i].pid);
+        CHECK(items[i]["alive"].flag() == holders[i].alive);
+    }
+}
+
+// One entry of stat's "participants".
+void checkParticipant(const Json &p, uint64_t index, const std::string &role, uint64_t pid, bool alive,
+                      uint64_t generation = 1) {
+    INFO("participant " << index);
+    CHECK(p["index"].u64() == index);
+    CHECK(p["role"].str() == role);
+    CHECK(p["pid"].u64() == pid);
+    CHECK(p["alive"].flag() == alive);
+    CHECK(p["generation"].u64() == generation);
+}
+
+// The line of text that starts with prefix; empty if none.
+std::string lineStarting(const std::string &text, const std::string &prefix) {
+    for (const std::string &l : lines(text))
+        if (l.rfind(prefix, 0) == 0) return l;
+    return {};
 }
 
 }  // namespace
@@ -612,6 +667,16 @@ TEST_CASE("ls shows a ring that another process holds open, with the right pids,
     CHECK(r.out.find("pending         3 (a snapshot: head 3, tail 0)\n") != std::string::npos);
     CHECK(r.out.find("slots           13 free, 3 full, 0 abandoned, 0 inconsistent\n") != std::string::npos);
     CHECK(r.out.find("mode 0600") != std::string::npos);
+    // Every handle has a record: the producer's first (it created the ring), then ours.
+    CHECK(r.out.find("participants    2 of 128 records in use\n") != std::string::npos);
+    CHECK(words(lineStarting(r.out, "  #0 ")) == std::vector<std::string>{"#0", "producer", "pid",
+                                                                          std::to_string(child), "(alive)",
+                                                                          "generation", "1", "no", "intent"});
+    CHECK(words(lineStarting(r.out, "  #1 ")) == std::vector<std::string>{"#1", "consumer", "pid", std::to_string(self),
+                                                                          "(alive)", "generation", "1", "no",
+                                                                          "intent"});
+    CHECK(r.out.find("  producer_holder 0x100 (record 0, generation 1)\n") != std::string::npos);
+    CHECK(r.out.find("  consumer_holder 0x101 (record 1, generation 1)\n") != std::string::npos);
     r = cli({"stat", "--json", "/" + name.name});
     REQUIRE(r.status == 0);
     const Json st = parseJson(r.out);
@@ -620,7 +685,9 @@ TEST_CASE("ls shows a ring that another process holds open, with the right pids,
     CHECK(st["pending"].u64() == 3);
     checkRole(st["producer"], child, true);
     checkRole(st["consumer"], self, true);
-    checkRole(st["creator"], child, true);
+    CHECK_FALSE(st["creator"]["many"].flag());
+    CHECK(st["creator"]["pid"].u64() == child);
+    CHECK(st["creator"]["alive"].flag());
     CHECK(st["file"]["mode"].str() == "0600");
     CHECK(st["file"]["uid"].u64() == getuid());
     Geometry g;
@@ -635,6 +702,17 @@ TEST_CASE("ls shows a ring that another process holds open, with the right pids,
     CHECK(st["slots"]["full"].u64() == 3);
     CHECK(st["slots"]["free"].u64() == 13);
     CHECK(st["slots"]["inconsistent"].u64() == 0);
+    CHECK(st["header"]["producer_holder"].u64() == 0x100);
+    CHECK(st["header"]["consumer_holder"].u64() == 0x101);
+    CHECK((st["header"]["creator_identity"].u64() & kIdentityPidMask) == child);
+    REQUIRE(st["participants"].items.size() == 2);
+    checkParticipant(st["participants"].items[0], 0, "producer", child, true);
+    checkParticipant(st["participants"].items[1], 1, "consumer", self, true);
+    for (const Json &p : st["participants"].items) {
+        CHECK_FALSE(p["intent_pending"].flag());
+        CHECK(p["intent"].isNull());
+        CHECK(p["start_time"].u64() > 0);  // /proc is there
+    }
 
     // Looking changed nothing.
     CHECK(slurp(path) == before);
@@ -651,6 +729,12 @@ TEST_CASE("ls shows a ring that another process holds open, with the right pids,
     r = cli({"ls"});
     REQUIRE(r.status == 0);
     CHECK(row(r.out, name.name).find(std::to_string(child) + " (dead)") != std::string::npos);
+    r = cli({"stat", "--json", name.name});
+    REQUIRE(r.status == 0);
+    const Json dead = parseJson(r.out);
+    REQUIRE(dead["participants"].items.size() == 2);
+    checkParticipant(dead["participants"].items[0], 0, "producer", child, false);
+    checkParticipant(dead["participants"].items[1], 1, "consumer", self, true);
 
     // rm removes it, quietly; a second rm says it is missing, in one line.
     join_shm_queue_close(consumer);
@@ -667,6 +751,97 @@ TEST_CASE("ls shows a ring that another process holds open, with the right pids,
     CHECK(r.status == 1);
     CHECK(r.out.empty());
     CHECK(r.err == "join-shm: rm: no segment \"" + name.name + "\" in /dev/shm\n");
+}
+
+TEST_CASE("ls lists every producer and consumer of a shared ring with its pid, alive, then dead once killed", "[cli]") {
+    test::ShmName name("clim");
+    // Three producers and two consumers, each its own process; each opens after the one before has
+    // reported, so record k is the k-th holder's.
+    Holder producers[3], consumers[2];
+    for (Holder &h : producers)
+        startHolder(h, name, JOIN_SHM_MPMC, JOIN_SHM_PRODUCER, 1);
+    for (Holder &h : consumers)
+        startHolder(h, name, JOIN_SHM_MPMC, JOIN_SHM_CONSUMER, 0);
+    const auto pid = [](const Holder &h) { return static_cast<uint64_t>(h.pid); };
+    const uint64_t p0 = pid(producers[0]), p1 = pid(producers[1]), p2 = pid(producers[2]);
+    const uint64_t c0 = pid(consumers[0]), c1 = pid(consumers[1]);
+    const auto alive = [](uint64_t p) { return std::to_string(p) + " (alive)"; };
+    const auto dead = [](uint64_t p) { return std::to_string(p) + " (dead)"; };
+
+    Run r = cli({"ls", "--json"});
+    REQUIRE(r.status == 0);
+    Json ls = parseJson(r.out);
+    const Json *ring = listed(ls, name.name);
+    REQUIRE(ring != nullptr);
+    CHECK((*ring)["pending"].u64() == 3);
+    checkShared((*ring)["producer"], {{0, p0, true}, {1, p1, true}, {2, p2, true}});
+    checkShared((*ring)["consumer"], {{3, c0, true}, {4, c1, true}});
+
+    // The table names the first two holders of a role and counts the rest.
+    r = cli({"ls"});
+    REQUIRE(r.status == 0);
+    std::string line = row(r.out, name.name);
+    INFO("ls:\n" << r.out);
+    // Other rings in /dev/shm may widen the columns: each cell is looked for alone.
+    CHECK(line.find(" " + alive(p0) + ", " + alive(p1) + ", +1 more (1 alive) ") != std::string::npos);
+    CHECK(line.find(" " + alive(c0) + ", " + alive(c1) + " ") != std::string::npos);
+    CHECK(line.find(alive(p0)) == lines(r.out)[0].find("PRODUCER"));
+
+    r = cli({"stat", "--json", name.name});
+    REQUIRE(r.status == 0);
+    Json st = parseJson(r.out);
+    const std::vector<Json> &parts = st["participants"].items;
+    REQUIRE(parts.size() == 5);
+    checkParticipant(parts[0], 0, "producer", p0, true);
+    checkParticipant(parts[1], 1, "producer", p1, true);
+    checkParticipant(parts[2], 2, "producer", p2, true);
+    checkParticipant(parts[3], 3, "consumer", c0, true);
+    checkParticipant(parts[4], 4, "consumer", c1, true);
+    for (const Json &p : parts)
+        CHECK_FALSE(p["intent_pending"].flag());
+
+    // Killed holders stay listed, dead, until their records are reused; the others stay alive.
+    producers[0].killNow();
+    consumers[1].killNow();
+    producers[2].killNow();  // past the first two: only counted
+    r = cli({"ls", "--json"});
+    REQUIRE(r.status == 0);
+    ls = parseJson(r.out);
+    ring = listed(ls, name.name);
+    REQUIRE(ring != nullptr);
+    checkShared((*ring)["producer"], {{0, p0, false}, {1, p1, true}, {2, p2, false}});
+    checkShared((*ring)["consumer"], {{3, c0, true}, {4, c1, false}});
+    r = cli({"ls"});
+    REQUIRE(r.status == 0);
+    line = row(r.out, name.name);
+    CHECK(line.find(" " + dead(p0) + ", " + alive(p1) + ", +1 more (0 alive) ") != std::string::npos);
+    CHECK(line.find(" " + alive(c0) + ", " + dead(c1) + " ") != std::string::npos);
+    r = cli({"stat", name.name});
+    REQUIRE(r.status == 0);
+    CHECK(r.out.find("producer        " + dead(p0) + ", " + alive(p1) + ", +1 more (0 alive)\n") != std::string::npos);
+    CHECK(r.out.find("participants    5 of 128 records in use\n") != std::string::npos);
+    CHECK(words(lineStarting(r.out, "  #2 ")) == std::vector<std::string>{"#2", "producer", "pid", std::to_string(p2),
+                                                                          "(dead)", "generation", "1", "no", "intent"});
+    CHECK(words(lineStarting(r.out, "  #3 ")) == std::vector<std::string>{"#3", "consumer", "pid", std::to_string(c0),
+                                                                          "(alive)", "generation", "1", "no",
+                                                                          "intent"});
+    r = cli({"stat", "--json", name.name});
+    REQUIRE(r.status == 0);
+    st = parseJson(r.out);
+    REQUIRE(st["participants"].items.size() == 5);
+    checkParticipant(st["participants"].items[0], 0, "producer", p0, false);
+    checkParticipant(st["participants"].items[4], 4, "consumer", c1, false);
+
+    // A new handle takes a free record, not a dead holder's: the dead stay visible.
+    join_shm_queue *q = nullptr;
+    REQUIRE(join_shm_queue_open(&q, name, JOIN_SHM_MPMC, JOIN_SHM_CONSUMER, 64, 16) == 0);
+    r = cli({"ls", "--json"});
+    join_shm_queue_close(q);
+    REQUIRE(r.status == 0);
+    ls = parseJson(r.out);
+    ring = listed(ls, name.name);
+    REQUIRE(ring != nullptr);
+    checkShared((*ring)["consumer"], {{3, c0, true}, {4, c1, false}, {5, static_cast<uint64_t>(getpid()), true}});
 }
 
 TEST_CASE("An endpoint's two rings are listed as one endpoint, and rm of the endpoint name removes both", "[cli]") {
@@ -768,10 +943,12 @@ TEST_CASE("Crafted, corrupt and hostile files are reported as such, never truste
         "file is 1024 bytes, its header says " + std::to_string(g.total_size));
     b = ring, put(b, offsetof(Header, state), uint32_t{0});
     add("init", b, "initialising", "");
-    // Pids that kill() would read as "every process" (-1) or a process group must not be used so.
+    // Holder words that name no record in use (index 255 is past the table; record 0 is free) and a
+    // creator identity that names pid 0x3fffff: the roles are reported gone, never used as indices.
     b = ring;
     put(b, offsetof(Header, producer_holder), ~uint32_t{0});
     put(b, offsetof(Header, consumer_holder), uint32_t{1} << 31);
+    put(b, offsetof(Header, creator_identity), ~uint64_t{0});
     put(b, offsetof(Header, head), uint64_t{5});
     put(b, offsetof(Header, tail), uint64_t{2});
     put(b, offsetof(Header, skipped), uint64_t{7});
@@ -782,9 +959,40 @@ TEST_CASE("Crafted, corrupt and hostile files are reported as such, never truste
     add("behind", b, "ready", "");
     b = ring, put(b, offsetof(Header, head), uint64_t{1000});
     add("ahead", b, "ready", "");
+    // The participant table. Ours is a live identity; ours with another start time is a process that
+    // died and whose pid was reused (by us): dead.
+    const uint64_t self = processIdentity(static_cast<uint32_t>(getpid()));
+    REQUIRE(self != 0);
+    const uint64_t reused = self + (uint64_t{1} << kIdentityPidBits);
+    const auto record = [&](std::string &bytes, uint32_t index, uint64_t identity, uint32_t generation, uint32_t role,
+                            uint64_t intent) {
+        const size_t at = kParticipantsOffset + index * sizeof(join::shm::Participant);
+        put(bytes, at + offsetof(join::shm::Participant, identity), identity);
+        put(bytes, at + offsetof(join::shm::Participant, generation), generation);
+        put(bytes, at + offsetof(join::shm::Participant, role), role);
+        put(bytes, at + offsetof(join::shm::Participant, intent), intent);
+    };
     b = ring, put(b, offsetof(Header, policy), uint32_t{JOIN_SHM_MPSC});
-    put(b, offsetof(Header, consumer_holder), static_cast<uint32_t>(getpid()));
+    record(b, 0, reused, 2, JOIN_SHM_PRODUCER, intentFor(5, false));  // died about to claim from position 5
+    record(b, 3, self, 7, JOIN_SHM_CONSUMER, kNoIntent);
+    record(b, 9, self, 1, JOIN_SHM_PRODUCER, kNoIntent);
+    put(b, offsetof(Header, consumer_holder), holdingOf(3, 7));
     add("mpsc", b, "ready", "");
+    // A hostile table: identities naming pid 0x3fffff with every start bit set, and pid 0; a role of
+    // 7; a generation with bits past its 24; an intent far away; the holder words naming the last
+    // record (live) and a record in another generation.
+    b = ring;
+    record(b, 0, ~uint64_t{0}, ~uint32_t{0}, 7, ~uint64_t{0} - 2);
+    record(b, 1, uint64_t{1} << kIdentityPidBits, 4, JOIN_SHM_CONSUMER, kNoIntent);
+    record(b, kMaxParticipants - 1, self, 5, JOIN_SHM_PRODUCER, kNoIntent);
+    put(b, offsetof(Header, producer_holder), holdingOf(kMaxParticipants - 1, 5));
+    put(b, offsetof(Header, consumer_holder), holdingOf(1, 3));
+    add("table", b, "ready", "");
+    // Every record held: the table cell counts what it does not name.
+    b = ring, put(b, offsetof(Header, policy), uint32_t{JOIN_SHM_MPMC});
+    for (uint32_t i = 0; i < kMaxParticipants; ++i)
+        record(b, i, i % 2 ? self : reused, 1, JOIN_SHM_PRODUCER, kNoIntent);
+    add("full", b, "ready", "");
     b = ring, put(b, offsetof(Header, policy), uint32_t{JOIN_SHM_MPMC});
     add("mpmc", b, "ready", "");
     const std::string odd = "we\"ird\\na\nme\x01";
@@ -841,8 +1049,8 @@ TEST_CASE("Crafted, corrupt and hostile files are reported as such, never truste
     const Json &valid = segment(ls, "valid");
     CHECK(valid["pending"].u64() == 3);
     CHECK(valid["skipped"].u64() == 7);
-    checkRole(valid["producer"], 0xffffffffu, false);
-    checkRole(valid["consumer"], uint64_t{1} << 31, false);
+    checkGone(valid["producer"]);
+    checkGone(valid["consumer"]);
     CHECK(valid["sleepers"]["consumers"].flag());
     CHECK_FALSE(valid["sleepers"]["producers"].flag());
     CHECK(segment(ls, "behind")["pending"].u64() == 0);
@@ -850,9 +1058,13 @@ TEST_CASE("Crafted, corrupt and hostile files are reported as such, never truste
     CHECK(segment(ls, "init")["policy"].str() == "SPSC");
     CHECK(segment(ls, "init")["capacity"].isNull());
     const Json &mpsc = segment(ls, "mpsc");
-    CHECK(mpsc["producer"]["many"].flag());
-    CHECK(mpsc["producer"]["pid"].isNull());
-    checkRole(mpsc["consumer"], static_cast<uint64_t>(getpid()), true);
+    const auto pid = static_cast<uint64_t>(getpid());
+    checkShared(mpsc["producer"], {{0, pid, false}, {9, pid, true}});
+    checkRole(mpsc["consumer"], pid, true);
+    CHECK(mpsc["consumer"]["holders"].items[0]["index"].u64() == 3);
+    checkRole(segment(ls, "table")["producer"], pid, true);
+    checkGone(segment(ls, "table")["consumer"]);
+    CHECK(segment(ls, "full")["producer"]["holders"].items.size() == kMaxParticipants);
     CHECK(segment(ls, "solo_AB")["endpoint"].isNull());
     CHECK(segment(ls, "mpmc")["producer"]["many"].flag());
     CHECK(segment(ls, "mpmc")["consumer"]["many"].flag());
@@ -881,8 +1093,14 @@ TEST_CASE("Crafted, corrupt and hostile files are reported as such, never truste
     CHECK(r.out.find("we\"ird\\x5cna\\x0ame\\x01 ") != std::string::npos);
     CHECK(r.out.find("bad\\xff\\xfe ") != std::string::npos);
     CHECK(row(r.out, "version").find("corrupt: layout version 99") != std::string::npos);
-    CHECK(row(r.out, "valid").find("4294967295 (dead)") != std::string::npos);
-    CHECK(words(row(r.out, "valid"))[9] == "consumer");
+    CHECK(words(row(r.out, "valid")) ==
+          std::vector<std::string>{"valid", "SPSC", "64", "16", "3", "gone", "gone", "consumer", "7", "ready"});
+    const std::string us = std::to_string(getpid());
+    CHECK(row(r.out, "mpsc").find(" " + us + " (dead), " + us + " (alive) ") != std::string::npos);
+    CHECK(words(row(r.out, "table")) ==
+          std::vector<std::string>{"table", "SPSC", "64", "16", "0", us, "(alive)", "gone", "-", "0", "ready"});
+    CHECK(row(r.out, "full").find(" " + us + " (dead), " + us + " (alive), +126 more (63 alive) ") !=
+          std::string::npos);
     r = cli({"--dir", dir.path, "ls", "--all"});
     REQUIRE(r.status == 0);
     CHECK(lines(r.out).size() == 1 + rings.size() + others.size());
@@ -902,6 +1120,36 @@ TEST_CASE("Crafted, corrupt and hostile files are reported as such, never truste
     r = cli({"--dir", dir.path, "stat", "valid"});
     CHECK(r.out.find("  not_empty     0x00000003 (epoch 1, consumers asleep)\n") != std::string::npos);
     CHECK(r.out.find("slots           16 free, 0 full, 0 abandoned, 0 inconsistent\n") != std::string::npos);
+    CHECK(r.out.find("producer        gone\n") != std::string::npos);
+    CHECK(r.out.find("participants    0 of 128 records in use\n") != std::string::npos);
+    CHECK(r.out.find("  producer_holder 0xffffffff (record 255, generation 16777215)\n") != std::string::npos);
+    CHECK(r.out.find("  creator_pid   0 (dead)\n") != std::string::npos);
+    r = cli({"--dir", dir.path, "stat", "--json", "mpsc"});
+    Json st = parseJson(r.out);
+    REQUIRE(st["participants"].items.size() == 3);
+    checkParticipant(st["participants"].items[0], 0, "producer", pid, false, 2);
+    checkParticipant(st["participants"].items[1], 3, "consumer", pid, true, 7);
+    checkParticipant(st["participants"].items[2], 9, "producer", pid, true, 1);
+    CHECK(st["participants"].items[0]["intent_pending"].flag());
+    CHECK(st["participants"].items[0]["intent"]["cursor"].str() == "head");
+    CHECK(st["participants"].items[0]["intent"]["position"].u64() == 5);
+    CHECK(st["participants"].items[1]["intent"].isNull());
+    r = cli({"--dir", dir.path, "stat", "mpsc"});
+    CHECK(words(lineStarting(r.out, "  #0 ")) == std::vector<std::string>{"#0", "producer", "pid", us, "(dead)",
+                                                                          "generation", "2", "intent",
+                                                                          "pending:", "head", "from", "position", "5"});
+    r = cli({"--dir", dir.path, "stat", "--json", "table"});
+    st = parseJson(r.out);
+    REQUIRE(st["participants"].items.size() == 3);
+    const Json &hostile = st["participants"].items[0];
+    checkParticipant(hostile, 0, "unknown", kIdentityPidMask, false, 0xffffff);
+    CHECK(hostile["role_code"].u64() == 7);
+    CHECK(hostile["intent"]["cursor"].str() == "tail");
+    CHECK(hostile["intent"]["position"].u64() == (~uint64_t{0} - 2) >> 1);
+    checkParticipant(st["participants"].items[1], 1, "consumer", 0, false, 4);
+    checkParticipant(st["participants"].items[2], kMaxParticipants - 1, "producer", pid, true, 5);
+    r = cli({"--dir", dir.path, "stat", "--json", "full"});
+    CHECK(parseJson(r.out)["participants"].items.size() == kMaxParticipants);
     for (const auto &o : others) {
         INFO(o.first);
         r = cli({"--dir", dir.path, "stat", o.first});

@@ -5,7 +5,9 @@
 // the segment file (header and slots), resizing or replacing the file between opens, and opens
 // with mismatching parameters. Whatever the segment holds, every call must return within a bounded
 // time with a code from its allowed set, counts must stay within [0, capacity], and zero-copy
-// pointers must be slots of the ring.
+// pointers must be slots of the ring. The participant table (layout 3) is part of the segment:
+// its identities, generations and intents are corrupted too, and the role words name holdings
+// of it, so what an open may return follows from the table as the fuzzer reads it.
 //
 // Until the first write into the segment, the program also runs a model of the ring and requires
 // exact results (codes, counts, element contents): corruption aside, single-threaded calls are
@@ -16,7 +18,8 @@
 // bytes read as zero.
 #include <join/shm.h>
 
-#include "../../src/layout.hpp"  // offsets of the fields worth corrupting; the fuzzer's own knowledge
+#include "../../src/layout.hpp"   // offsets of the fields worth corrupting; the fuzzer's own knowledge
+#include "../../src/process.hpp"  // processIdentity(): the identity the library records for us
 
 #include <fcntl.h>
 #include <signal.h>
@@ -45,6 +48,11 @@ namespace {
 namespace layout = join::shm;
 
 constexpr uint64_t kHeaderSize = sizeof(layout::Header);
+constexpr uint64_t kRecordSize = sizeof(layout::Participant);
+constexpr uint64_t kTableOffset = layout::kParticipantsOffset;
+constexpr uint64_t kTableSize = layout::kMaxParticipants * kRecordSize;
+// Our handles take the lowest free records: raw writes aim at these.
+constexpr uint64_t kLowRecords = 8;
 
 // ---------------------------------------------------------------------------------------------
 // Watchdog: a call that does not return within kCallLimitNs aborts the run, so that libFuzzer
@@ -154,6 +162,7 @@ enum Op : uint8_t {
     kCancel,
     kTimedReserve,  // variant bit 0: 1 ms instead of 0
     kTimedPeek,
+    kFillTable,  // the table's free records held by us (or the dead), an open, the table restored
     kOpCount
 };
 
@@ -210,6 +219,17 @@ private:
     void writeWord(uint64_t offset, unsigned width, uint64_t value);
     void nastyWrite(bool headerOnly);
     uint64_t nastyValue(uint8_t what, uint64_t current, uint64_t head, uint64_t tail);
+    uint64_t recordField(uint64_t index, size_t field) const {
+        return kTableOffset + index % layout::kMaxParticipants * kRecordSize + field;
+    }
+    uint64_t identityAt(uint64_t index) const {
+        return readWord(recordField(index, offsetof(layout::Participant, identity)), 8);
+    }
+    uint32_t generationAt(uint64_t index) const {
+        return static_cast<uint32_t>(readWord(recordField(index, offsetof(layout::Participant, generation)), 4));
+    }
+    // Our pid with another start time: a process that died, whose pid we now have.
+    uint64_t deadIdentity() const { return ourIdentity_ + (uint64_t{1} << layout::kIdentityPidBits); }
 
     // -- handle operations
     Handle &handle(int role, int index) { return role == JOIN_SHM_PRODUCER ? producers_[index] : consumers_[index]; }
@@ -218,6 +238,9 @@ private:
     void closeAll(bool reopenable[2][2]);
     void reopen(const bool reopenable[2][2]);
     std::vector<int> predictOpen(int role) const;
+    enum class Life { Dead, Ours, Maybe };
+    Life life(uint64_t identity) const;
+    void fillTable(int role, int variant);
 
     void push(int index, int variant);
     void pop(int index, int variant);
@@ -240,7 +263,13 @@ private:
     Input in_;
     join_shm_policy policy_ = JOIN_SHM_SPSC;
     uint64_t elementSize_ = 1, capacity_ = 1;
-    uint64_t stride_ = 0, headerOffset_ = 0, total_ = 0;
+    uint64_t stride_ = 0, headerOffset_ = 0, slotsOffset_ = 0, total_ = 0;
+    // As the library records us: pid and start time, or the pid alone where /proc cannot tell.
+    const uint64_t ourIdentity_ = [] {
+        const auto pid = static_cast<uint32_t>(getpid());
+        const uint64_t identity = layout::processIdentity(pid);
+        return identity ? identity : pid;
+    }();
     join_shm_options options_{};
     char name_[64] = {};
     char path_[96] = {};
@@ -289,6 +318,7 @@ void Fuzz::geometry() {
     if (!layout::computeGeometry(elementSize_, capacity_, g)) std::abort();  // 256 x 16 always fits
     stride_ = g.slot_stride;
     headerOffset_ = g.header_offset;
+    slotsOffset_ = g.slots_offset;
     total_ = g.total_size;
 }
 
@@ -335,8 +365,8 @@ void Fuzz::checkSlotPointer(const char *call, const void *p) {
     }
     const auto at = reinterpret_cast<uintptr_t>(p);
     for (const auto &m : mappings_) {
-        if (at < m.first + kHeaderSize || m.second - m.first < total_) continue;
-        const uint64_t from = at - m.first - kHeaderSize;
+        if (at < m.first + slotsOffset_ || m.second - m.first < total_) continue;
+        const uint64_t from = at - m.first - slotsOffset_;
         if (from % stride_ == 0 && from / stride_ < capacity_) return;
     }
     violation("%s gave %p, which is not the element of a slot of any mapping of the ring", call, p);
@@ -447,36 +477,62 @@ void Fuzz::writeWord(uint64_t offset, unsigned width, uint64_t value) {
 
 void Fuzz::nastyWrite(bool headerOnly) {
     using layout::Header;
+    using layout::Participant;
     using layout::SlotHeader;
     static const uint64_t headerFields[] = {
-        offsetof(Header, magic),        offsetof(Header, version),      offsetof(Header, policy),
-        offsetof(Header, element_size), offsetof(Header, capacity),     offsetof(Header, slot_stride),
-        offsetof(Header, slots_offset), offsetof(Header, total_size),   offsetof(Header, state),
-        offsetof(Header, creator_pid),  offsetof(Header, producer_pid), offsetof(Header, consumer_pid),
-        offsetof(Header, skipped),      offsetof(Header, head),         offsetof(Header, tail),
-        offsetof(Header, not_empty),    offsetof(Header, not_full),
+        offsetof(Header, magic),
+        offsetof(Header, version),
+        offsetof(Header, policy),
+        offsetof(Header, element_size),
+        offsetof(Header, capacity),
+        offsetof(Header, slot_stride),
+        offsetof(Header, slots_offset),
+        offsetof(Header, total_size),
+        offsetof(Header, state),
+        offsetof(Header, creator_pid),
+        offsetof(Header, producer_holder),
+        offsetof(Header, consumer_holder),
+        offsetof(Header, skipped),
+        offsetof(Header, head),
+        offsetof(Header, tail),
+        offsetof(Header, not_empty),
+        offsetof(Header, not_full),
+        offsetof(Header, creator_identity),
+    };
+    static const uint64_t recordFields[] = {
+        offsetof(Participant, identity),
+        offsetof(Participant, generation),
+        offsetof(Participant, role),
+        offsetof(Participant, intent),
     };
     constexpr size_t kHeaderFields = sizeof headerFields / sizeof headerFields[0];
     const uint8_t where = in_.u8(), what = in_.u8();
     uint64_t offset;
     unsigned width = (where & 0x80) ? 4 : 8;
     const uint64_t pick = where & 0x7f;
-    if (headerOnly || pick < kHeaderFields) {
-        offset = headerFields[pick % kHeaderFields];
-        if (offset % 8 != 0) width = 4;  // a 32-bit field in the second half of a word
+    // Header fields, then (past them) a record's fields, or a slot's unless headerOnly: the metadata
+    // an open reads.
+    const uint64_t kind = headerOnly ? pick % (kHeaderFields + 4) : pick;
+    if (kind < kHeaderFields) {
+        offset = headerFields[kind];
+    } else if (headerOnly || (pick - kHeaderFields) % 7 >= 3) {
+        // A record: mostly one of the few our handles hold, sometimes any.
+        const uint8_t index = in_.u8();
+        offset = recordField(index & 0x80 ? index : index % kLowRecords, recordFields[(pick - kHeaderFields) % 4]);
     } else {
         // A slot: its seq, its claim word, or its element.
-        const uint64_t slot = in_.u8() % capacity_, field = pick % 3;
-        offset = kHeaderSize + slot * stride_ +
+        const uint64_t slot = in_.u8() % capacity_, field = (pick - kHeaderFields) % 7;
+        offset = slotsOffset_ + slot * stride_ +
                  (field == 2 ? 0 : headerOffset_ + (field == 0 ? offsetof(SlotHeader, seq) : sizeof(uint64_t)));
     }
+    if (offset % 8 != 0) width = 4;  // a 32-bit field in the second half of a word
     const uint64_t current = readWord(offset, width);
     const uint64_t head = readWord(offsetof(Header, head), 8), tail = readWord(offsetof(Header, tail), 8);
     writeWord(offset, width, nastyValue(what, current, head, tail));
 }
 
 uint64_t Fuzz::nastyValue(uint8_t what, uint64_t current, uint64_t head, uint64_t tail) {
-    switch (what % 20) {
+    switch (what % 26) {
         case 0:
             return 0;
         case 1:
@@ -514,11 +570,34 @@ uint64_t Fuzz::nastyValue(uint8_t what, uint64_t current, uint64_t head, uint64_
             return 4 * (tail + capacity_) + layout::kFree;
         case 16:
             return 4 * head + layout::kFree + 4 * capacity_ * in_.u8();
-        // Live pids, for the role and creator words: ours, and init's.
+        // Live pids, for the creator word: ours, and init's.
         case 17:
             return static_cast<uint64_t>(getpid());
         case 18:
             return 1;
+        // Identities: ours (live), ours with another start time (a process that died and whose pid
+        // we now have).
+        case 19:
+            return ourIdentity_;
+        case 20:
+            return deadIdentity();
+        // Holdings, for the role words: the first record in use's (ours, while the model holds),
+        // and the one the next open will take (a free record's next generation).
+        case 21:
+        case 22:
+            for (uint64_t i = 0; i < layout::kMaxParticipants; ++i) {
+                const bool inUse = identityAt(i) != 0;
+                if (inUse == (what % 26 == 21)) {
+                    const uint32_t generation = (generationAt(i) + (inUse ? 0 : 1)) & layout::kGenerationMask;
+                    return layout::holdingOf(static_cast<uint32_t>(i), generation ? generation : 1);
+                }
+            }
+            return 0;
+        // Intents covering the positions the cursors name, on either side.
+        case 23:
+            return layout::intentFor(head - in_.u8() % 2, false);
+        case 24:
+            return layout::intentFor(tail, true);
         default:
             return in_.u64();
     }
@@ -526,7 +605,23 @@ uint64_t Fuzz::nastyValue(uint8_t what, uint64_t current, uint64_t head, uint64_
 
 // ---------------------------------------------------------------------------------------------
 // Opening. What an open may return follows from the file as it is now: its size, the header
-// fields attach validates, and whether the role is held.
+// fields attach validates, the participant table (every handle takes a record) and whether the
+// role is held.
+
+// Whether an identity (pid | start time << 22) names a live process, as far as the fuzzer tells
+// without reading /proc: this process (its start time ours, or unknown), dead (pid 0, no such pid,
+// or our pid with another start time: the pid was reused), or maybe (another process: alive, a
+// zombie, or a pid reused by a process with another start time, all of which the library tells
+// apart and the fuzzer does not).
+Fuzz::Life Fuzz::life(uint64_t identity) const {
+    const uint64_t pid = identity & layout::kIdentityPidMask, start = identity >> layout::kIdentityPidBits;
+    const uint64_t ourStart = ourIdentity_ >> layout::kIdentityPidBits;
+    if (pid == 0) return Life::Dead;
+    if (pid == static_cast<uint64_t>(getpid()))
+        return start == 0 || ourStart == 0 || start == ourStart ? Life::Ours : Life::Dead;
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return Life::Dead;
+    return Life::Maybe;
+}
 
 std::vector<int> Fuzz::predictOpen(int role) const {
     using layout::Header;
@@ -544,13 +639,16 @@ std::vector<int> Fuzz::predictOpen(int role) const {
         return {-EPROTO};
     if (state == static_cast<uint32_t>(layout::State::Initialising)) {
         // Still initialising: the open waits for it and gives up, unless its creator is dead; then
-        // nobody can hold it, and the open replaces it with a fresh ring.
-        const auto creator = static_cast<uint32_t>(readWord(offsetof(Header, creator_pid), 4));
-        if (creator == 0 || creator > static_cast<uint32_t>(INT32_MAX) ||
-            (kill(static_cast<pid_t>(creator), 0) != 0 && errno == ESRCH))
-            return {0, -ETIMEDOUT};  // -ETIMEDOUT: the 2 ms ran out around the replacement
-        if (creator == static_cast<uint32_t>(getpid())) return {-ETIMEDOUT};
-        return {-ETIMEDOUT, 0};  // alive, or a zombie (which counts as dead)
+        // nobody can hold it, and the open replaces it with a fresh ring. The creator is its
+        // identity when that names creator_pid, else creator_pid alone.
+        const uint64_t identity = readWord(offsetof(Header, creator_identity), 8);
+        const uint64_t pid = readWord(offsetof(Header, creator_pid), 4);
+        const Life creator = (identity & layout::kIdentityPidMask) == pid ? life(identity)
+                             : pid > layout::kIdentityPidMask             ? Life::Dead
+                                                                          : life(pid);
+        if (creator == Life::Dead) return {0, -ETIMEDOUT};  // -ETIMEDOUT: the 2 ms ran out around the replacement
+        if (creator == Life::Ours) return {-ETIMEDOUT};
+        return {-ETIMEDOUT, 0};
     }
     if (readWord(offsetof(Header, policy), 4) != static_cast<uint32_t>(policy_) ||
         readWord(offsetof(Header, element_size), 8) != elementSize_ ||
@@ -559,22 +657,57 @@ std::vector<int> Fuzz::predictOpen(int role) const {
         valid = false;
     }
     if (readWord(offsetof(Header, slot_stride), 8) != stride_ ||
-        readWord(offsetof(Header, slots_offset), 8) != kHeaderSize ||
+        readWord(offsetof(Header, slots_offset), 8) != slotsOffset_ ||
         readWord(offsetof(Header, total_size), 8) != total_ || static_cast<uint64_t>(st.st_size) != total_) {
         allowed.push_back(-EPROTO);
         valid = false;
     }
     if (!valid) return allowed;
-    // The role: -EBUSY while a live process (this one included) holds it.
+
+    // The table: the open takes the lowest free record and starts its next generation; with none
+    // free, a record whose holder is dead (once its intent is settled, which depends on the slots:
+    // the fuzzer does not say which), else -EBUSY.
+    uint64_t joined = layout::kMaxParticipants;  // none known
+    bool maybeFull = true, full = true;
+    for (uint64_t i = 0; i < layout::kMaxParticipants && joined == layout::kMaxParticipants; ++i) {
+        const uint64_t identity = identityAt(i);
+        if (identity == 0) {
+            joined = i;
+            maybeFull = full = false;
+        } else if (life(identity) != Life::Ours) {
+            full = false;
+        }
+    }
+    if (full) return {-EBUSY};
+    std::vector<int> result = {0};
+    if (maybeFull) result.push_back(-EBUSY);
+
+    // The role: -EBUSY while its word names a holding whose record is in that generation and held
+    // by a live process (this one included: our own other handle, or the record just joined).
     const bool single = role == JOIN_SHM_PRODUCER ? policy_ == JOIN_SHM_SPSC : policy_ != JOIN_SHM_MPMC;
-    if (!single) return {0};
-    const auto holder = static_cast<uint32_t>(
-        readWord(role == JOIN_SHM_PRODUCER ? offsetof(Header, producer_pid) : offsetof(Header, consumer_pid), 4));
-    if (holder == 0) return {0};
-    if (holder == static_cast<uint32_t>(getpid())) return {-EBUSY};
-    if (holder > static_cast<uint32_t>(INT32_MAX)) return {0};
-    if (kill(static_cast<pid_t>(holder), 0) != 0 && errno == ESRCH) return {0};
-    return {0, -EBUSY};  // alive, or a zombie (which counts as dead)
+    if (!single) return result;
+    const auto holding = static_cast<uint32_t>(
+        readWord(role == JOIN_SHM_PRODUCER ? offsetof(Header, producer_holder) : offsetof(Header, consumer_holder), 4));
+    const uint32_t index = layout::holdingIndex(holding), generation = layout::holdingGeneration(holding);
+    if (holding == 0 || generation == 0 || index >= layout::kMaxParticipants) return result;
+    uint64_t identity = identityAt(index);
+    uint32_t current = generationAt(index) & layout::kGenerationMask;
+    if (index == joined) {
+        identity = ourIdentity_;
+        current = (current + 1) & layout::kGenerationMask;
+        if (current == 0) current = 1;
+    }
+    if (current != generation || identity == 0) return result;
+    switch (life(identity)) {
+        case Life::Dead:
+            return result;
+        case Life::Ours:
+            return {-EBUSY};
+        case Life::Maybe:
+            break;
+    }
+    if (!maybeFull) result.push_back(-EBUSY);
+    return result;
 }
 
 int Fuzz::openHandle(int role, int index) {
@@ -1011,6 +1144,56 @@ void Fuzz::mismatch(uint8_t how) {
     }
 }
 
+// The table's free records taken by live identities (ours) or, with variant bit 1, by the dead
+// (our pid with another start time), all but up to two of them: an open then finds no record
+// (-EBUSY, exactly, while the model holds), a free one, or one whose holder is dead. Then the
+// forged records are freed again. Forging live ones changes nothing the library acts on, so the
+// model stays exact; dead ones may have their intents settled by the open, which it does not model.
+void Fuzz::fillTable(int role, int variant) {
+    struct stat named, ours;
+    if (stat(path_, &named) != 0 || fstat(fd_, &ours) != 0 || named.st_ino != ours.st_ino) return;
+    const bool dead = variant & 2;
+    uint64_t spare = in_.u8() % 3;
+    std::vector<uint64_t> forged;
+    for (uint64_t i = layout::kMaxParticipants; i-- > 0;) {
+        if (identityAt(i) != 0) continue;
+        if (spare > 0) {
+            --spare;  // the highest free records stay free
+            continue;
+        }
+        const uint64_t identity = dead ? deadIdentity() : ourIdentity_;
+        if (pwrite(fd_, &identity, sizeof identity, static_cast<off_t>(recordField(i, 0))) != sizeof identity)
+            violation("pwrite into the table failed: %s", std::strerror(errno));
+        forged.push_back(i);
+    }
+    if (dead && !forged.empty()) trusted_ = false;
+    const std::vector<int> allowed = predictOpen(role);
+    join_shm_queue *q = nullptr;
+    const int r = CALL("queue_open", join_shm_queue_open_ex(&q, name_, policy_, static_cast<join_shm_role>(role),
+                                                            elementSize_, capacity_, &options_));
+    if (std::find(allowed.begin(), allowed.end(), r) == allowed.end()) {
+        std::string list;
+        for (int a : allowed)
+            list += " " + std::to_string(a);
+        violation("open with %zu records forged (%s) returned %d (%s), the table allows:%s", forged.size(),
+                  dead ? "dead" : "live", r, join_shm_strerror(r), list.c_str());
+    }
+    if (trace_)
+        std::fprintf(stderr, "  %zu free records taken by %s identities: open as %s returned %d\n", forged.size(),
+                     dead ? "dead" : "live", role == JOIN_SHM_PRODUCER ? "producer" : "consumer", r);
+    if (q) CALL("queue_close", (join_shm_queue_close(q), 0));
+    mappingsValid_ = false;
+    if (stat(path_, &named) == 0 && named.st_ino != ours.st_ino) {
+        // The open replaced the segment (a corrupt header said initialising): go on with that one.
+        reopenFile();
+        return;
+    }
+    const uint64_t freed = 0;
+    for (uint64_t i : forged)
+        if (pwrite(fd_, &freed, sizeof freed, static_cast<off_t>(recordField(i, 0))) != sizeof freed)
+            violation("pwrite into the table failed: %s", std::strerror(errno));
+}
+
 // ---------------------------------------------------------------------------------------------
 
 void Fuzz::run() {
@@ -1051,7 +1234,11 @@ void Fuzz::run() {
                          ring_.size(), room());
         switch (static_cast<Op>((byte & 31) % kOpCount)) {
             case kWriteRaw: {
-                const uint64_t offset = in_.u32() % total_;
+                // The header, the records our handles hold, or the slots: the rest of the table is
+                // free records, which nastyWrite reaches.
+                const uint64_t low = kLowRecords * kRecordSize, slots = total_ - slotsOffset_;
+                uint64_t offset = in_.u32() % (kTableOffset + low + slots);
+                if (offset >= kTableOffset + low) offset += kTableSize - low;
                 const unsigned length = 1 + in_.u8() % 16;
                 unsigned char bytes[16];
                 for (unsigned i = 0; i < length; ++i)
@@ -1126,6 +1313,9 @@ void Fuzz::run() {
                 break;
             case kMismatch:
                 mismatch(in_.u8());
+                break;
+            case kFillTable:
+                fillTable(variant & 1 ? JOIN_SHM_CONSUMER : JOIN_SHM_PRODUCER, variant);
                 break;
             case kCorruptOpen: {
                 const int role = variant & 1 ? JOIN_SHM_CONSUMER : JOIN_SHM_PRODUCER;
