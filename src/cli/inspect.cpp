@@ -237,8 +237,7 @@ Segment inspect(int dirFd, const std::string &name, bool summariseSlots) {
     s.haveHeader = true;
     s.f = parse(raw);
     const Fields &f = s.f;
-    s.creatorAlive =
-        identityPid(f.creatorIdentity) == f.creatorPid ? identityAlive(f.creatorIdentity) : processAlive(f.creatorPid);
+    s.creatorAlive = creatorAlive(f.creatorPid, f.creatorIdentity);
     if (f.version != kLayoutVersion)
         s.corruptWhy = format("layout version %llu, this tool reads version %llu", f.version, kLayoutVersion);
     else if (f.policy < 1 || f.policy > 3)
