@@ -30,7 +30,8 @@ auto guarded(F &&body) noexcept -> decltype(body()) {
 const char *operationRole(uint32_t role) noexcept { return role == JOIN_SHM_PRODUCER ? "producer" : "consumer"; }
 
 // The handle as a usable Queue in the given role, or nullptr with the error in *err.
-Queue *usable(join_shm_queue *handle, uint32_t role, int *err) noexcept {
+// Inlined into every entry point: these checks run on each call.
+[[gnu::always_inline]] inline Queue *usable(join_shm_queue *handle, uint32_t role, int *err) noexcept {
     auto *q = reinterpret_cast<Queue *>(handle);
     if (!isOpenQueue(q)) {
         *err = failStatic(EINVAL, "the queue handle is NULL, closed, or not a queue handle");
@@ -50,7 +51,7 @@ Queue *usable(join_shm_queue *handle, uint32_t role, int *err) noexcept {
 }
 
 // The handle ready for a copying push/pop: no zero-copy slot may be outstanding.
-Queue *copyable(join_shm_queue *handle, uint32_t role, const void *buffer, int *err) noexcept {
+[[gnu::always_inline]] inline Queue *copyable(join_shm_queue *handle, uint32_t role, const void *buffer, int *err) noexcept {
     Queue *q = usable(handle, role, err);
     if (!q) return nullptr;
     if (!buffer) {

@@ -94,7 +94,7 @@ inline void tagRun(const Queue &q, const Claim &c, bool consumer) noexcept {
 inline bool shouldLookForStuck(Queue &q) noexcept { return ++q.idlePolls % kStuckCheckEvery == 0; }
 
 // Producer: claims up to `want` consecutive free slots from the next position. 0 or -EAGAIN (full).
-inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
+[[gnu::always_inline]] inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
     if (!sharedProducers(q)) {
         // SPSC: the consumer frees slots by moving tail alone (no store into the slot), so the
         // slot line travels one way only; we read tail again only when our last reading is used up.
@@ -211,7 +211,9 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
 
 // Consumer: claims up to `want` consecutive elements from the oldest one; abandoned positions on
 // the way are skipped and counted. 0 or -EAGAIN (empty).
-inline int claimForRead(Queue &q, Claim &c, uint64_t want = 1) noexcept {
+// Always inlined: the claim loops are the hot path, and with want known (1 for single calls) the
+// compiler folds the run scan; out of line they cost a call and the folding.
+[[gnu::always_inline]] inline int claimForRead(Queue &q, Claim &c, uint64_t want = 1) noexcept {
     if (q.held) {  // MPMC: an element this handle claimed earlier and gave back with cancel
         q.held = false;
         c = {q.heldPosition, q.heldSlot, 1};
