@@ -51,7 +51,8 @@ const char *operationRole(uint32_t role) noexcept { return role == JOIN_SHM_PROD
 }
 
 // The handle ready for a copying push/pop: no zero-copy slot may be outstanding.
-[[gnu::always_inline]] inline Queue *copyable(join_shm_queue *handle, uint32_t role, const void *buffer, int *err) noexcept {
+[[gnu::always_inline]] inline Queue *copyable(join_shm_queue *handle, uint32_t role, const void *buffer,
+                                              int *err) noexcept {
     Queue *q = usable(handle, role, err);
     if (!q) return nullptr;
     if (!buffer) {

@@ -1529,7 +1529,8 @@ TEST_CASE("a process whose main thread has exited while another thread holds a r
         pthread_exit(nullptr);
         return 0;
     });
-    REQUIRE(stress::waitUntil([&] { return opened[0].load() != 0 && processState(holder.pid()) == 'Z'; }, 10 * kSecond));
+    REQUIRE(
+        stress::waitUntil([&] { return opened[0].load() != 0 && processState(holder.pid()) == 'Z'; }, 10 * kSecond));
     REQUIRE(opened[0].load() == 1);
     Handle second;
     CHECK(openQueue(&second.q, name, JOIN_SHM_SPSC, JOIN_SHM_CONSUMER, 4) == -EBUSY);
