@@ -414,9 +414,10 @@ TEST_CASE("Waiting on an idle fd or in wait_any uses next to no CPU", "[waiting]
     cpu = threadCpuNs() - cpu0;
     wall = stress::nowNs() - t0;
     CHECK(wall >= kIdleNs);
-    // The fallback without futex_waitv wakes every millisecond: allow it a little more.
+    // The fallback without futex_waitv wakes every millisecond: allow it a little more (10 %:
+    // under ThreadSanitizer each of its 400 wake-ups cost about 55 us, 5.5 % in all, in one CI run).
     const char *fallback = std::getenv("JOIN_SHM_WAITV_FALLBACK");
-    CHECK(cpu * (fallback && fallback[0] == '1' ? 20 : 100) < wall);
+    CHECK(cpu * (fallback && fallback[0] == '1' ? 10 : 100) < wall);
     CHECK(std::string(join_shm_last_error_detail()).find("timed out") != std::string::npos);
 }
 
