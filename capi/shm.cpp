@@ -37,7 +37,7 @@ const char *operationRole(uint32_t role) noexcept { return role == JOIN_SHM_PROD
         *err = failStatic(EINVAL, "the queue handle is NULL, closed, or not a queue handle");
         return nullptr;
     }
-    if (q->owner != currentProcess()) {
+    if (q->owner != processOfOpenHandle()) {
         *err = fail(EINVAL, "this handle of \"%s\" belongs to process %d: after fork, open a new one", q->name,
                     (int)q->owner);
         return nullptr;

@@ -15,11 +15,12 @@
 
 namespace join::shm {
 
+std::atomic<pid_t> cachedPid{0};  // relaxed everywhere: each thread only needs its own process's pid
+
 namespace {
 
 HandlePool<Queue> queuePool;
 
-std::atomic<pid_t> cachedPid{0};          // relaxed everywhere: each thread only needs its own process's pid
 std::atomic<uint64_t> cachedIdentity{0};  // relaxed: as cachedPid; recomputed when the pid changes
 
 void refreshPid() noexcept { cachedPid.store(getpid(), std::memory_order_relaxed); }
@@ -94,8 +95,6 @@ uint64_t currentIdentity() noexcept {
     }
     return identity;
 }
-
-bool isOpenQueue(const Queue *q) noexcept { return q && q->magic == kQueueMagic; }
 
 int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uint64_t elementSize, uint64_t capacity,
               const join_shm_options *options) noexcept {

@@ -76,6 +76,12 @@ int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uin
 void closeQueue(Queue *q) noexcept;
 // Gives back the outstanding zero-copy slot without completing it (join_shm_cancel, close).
 void cancelOutstanding(Queue &q) noexcept;
-bool isOpenQueue(const Queue *q) noexcept;
+// Inline: the C API checks every handle on every call.
+inline bool isOpenQueue(const Queue *q) noexcept { return q && q->magic == kQueueMagic; }
+
+// currentProcess() without the call, for the per-call owner check of an open handle: opening it
+// called currentProcess(), which set the cache up (and its refresh after fork).
+extern std::atomic<pid_t> cachedPid;
+inline pid_t processOfOpenHandle() noexcept { return cachedPid.load(std::memory_order_relaxed); }  // as in queue.cpp
 
 }  // namespace join::shm

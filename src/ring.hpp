@@ -268,7 +268,9 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
     return -EAGAIN;
 }
 
-inline int64_t tryPushN(Queue &q, const unsigned char *from, uint64_t count) noexcept {
+// Always inlined, as the claims: out of line, single calls paid the batch loops (~200 instructions a
+// push and pop of 8 B against ~100 inlined, counted with callgrind).
+[[gnu::always_inline]] inline int64_t tryPushN(Queue &q, const unsigned char *from, uint64_t count) noexcept {
     Claim c;
     if (int r = claimForWrite(q, c, count)) return r;
     SlotHeader *s = c.slot;
@@ -278,7 +280,7 @@ inline int64_t tryPushN(Queue &q, const unsigned char *from, uint64_t count) noe
     return static_cast<int64_t>(c.count);
 }
 
-inline int64_t tryPopN(Queue &q, unsigned char *to, uint64_t count) noexcept {
+[[gnu::always_inline]] inline int64_t tryPopN(Queue &q, unsigned char *to, uint64_t count) noexcept {
     Claim c;
     if (int r = claimForRead(q, c, count)) return r;
     SlotHeader *s = c.slot;
