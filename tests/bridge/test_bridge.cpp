@@ -42,8 +42,11 @@ struct Names {
         for (const char *which : {"src", "dst", "core", "js", "wrong"}) {
             join_shm_unlink(ring(which).c_str());
             // What a JetStream `in` keeps of the sequences it pushed (RING.STREAM.DURABLE.bridge).
-            for (const std::string &stream : streams)
+            // ... and what a JetStream `out` took from the ring and the stream had not acked yet.
+            for (const std::string &stream : streams) {
                 unlink(("/dev/shm/" + ring(which) + "." + stream + ".D.bridge").c_str());
+                unlink(("/dev/shm/" + ring(which) + "." + stream + ".outbox").c_str());
+            }
         }
     }
 };
@@ -184,7 +187,7 @@ TEST_CASE("bridge: JetStream loses nothing and never re-sends while bridges and 
     Names names("js");
     const std::string subject = names.tag + ".js", stream = "S" + std::to_string(getpid());
     names.streams.push_back(stream);
-    const uint64_t n = stress::scaled(100'000, 2000);
+    const uint64_t n = stress::scaled(1'000'000, 2000);
     constexpr uint64_t kCapacity = 1024;
     Ring src(names.ring("src"), JOIN_SHM_PRODUCER, kCapacity);
     Ring dst(names.ring("dst"), JOIN_SHM_CONSUMER, kCapacity);
