@@ -55,6 +55,8 @@ had not stored. Messages whose size is not the element size are dropped and coun
 prints moved, dropped and reconnect counts to stderr every SECONDS and at exit.
 )";
 
+// Core NATS: elements popped, or messages pushed, at once at most: 256, or 1 MiB of them.
+uint64_t coreBatch(uint64_t size) { return std::clamp<uint64_t>((1 << 20) / size, 1, 256); }
 // Fetched JetStream messages in hand at most (the ring's free space bounds it first).
 constexpr int kMaxBatch = 128;
 // Core NATS: messages the client library queues for `in` while the ring is full; past either
@@ -278,7 +280,7 @@ bool ensureStream(const Options &o, Nats &n) {
 
 // Core NATS: pop in batches, publish; a publish refused (reconnect buffer full) is retried.
 int runOutCore(const Options &o, join_shm_queue *q, Nats &n, Counters &c) {
-    constexpr uint64_t kBatch = 64;
+    const uint64_t kBatch = coreBatch(o.size);
     std::vector<unsigned char> buffer(o.size * kBatch);
     while (!gStop && !c.countReached()) {
         c.tick();
@@ -338,8 +340,9 @@ public:
         uint64_t size;    // element size
         uint64_t window;  // entries
         // Outbox indices: [acked, head) are waiting for the stream's ack. Written only by the one
-        // `out` of this ring; atomic so that the compiler keeps the order the comments below rely
-        // on (a SIGKILL keeps every store already made, in any order, but not one never made).
+        // `out` of this ring, read only by the next one after it died: a SIGKILL keeps every store
+        // the process made, so only the compiler could break the order the stores below rely on,
+        // and atomics with release order forbid that.
         std::atomic<uint64_t> acked;
         std::atomic<uint64_t> head;
         // The ring position after the last element entered: an element at a position below it
@@ -375,7 +378,8 @@ public:
         const uint64_t acked = h.acked.load(std::memory_order_relaxed), head = h.head.load(std::memory_order_relaxed);
         if (h.magic != kMagic || h.size == 0 || h.size > INT_MAX || h.window == 0 || h.window > kMaxWindow ||
             head - acked > h.window || head < acked || static_cast<uint64_t>(st.st_size) != bytes(h.size, h.window) ||
-            std::memchr(h.prefix, 0, sizeof h.prefix) == nullptr || std::memchr(h.subject, 0, sizeof h.subject) == nullptr)
+            std::memchr(h.prefix, 0, sizeof h.prefix) == nullptr ||
+            std::memchr(h.subject, 0, sizeof h.subject) == nullptr)
             return true;
         valid_ = map(h.size, h.window);
         return valid_ || mapFailed();
@@ -384,7 +388,8 @@ public:
     // Empties the outbox and gives it this geometry; the next element entered is at `next`.
     bool reset(uint64_t size, uint64_t window, const std::string &prefix, const std::string &subject, uint64_t next) {
         unmap();
-        if (ftruncate(fd_, 0) != 0 || ftruncate(fd_, static_cast<off_t>(bytes(size, window))) != 0 || !map(size, window))
+        if (ftruncate(fd_, 0) != 0 || ftruncate(fd_, static_cast<off_t>(bytes(size, window))) != 0 ||
+            !map(size, window))
             return mapFailed();
         Header &h = *header_;
         h.magic = kMagic;
@@ -413,7 +418,8 @@ private:
     };
     static uint64_t stride(uint64_t size) { return (sizeof(uint64_t) + size + 7) / 8 * 8; }
     unsigned char *entry(uint64_t index) const {
-        return reinterpret_cast<unsigned char *>(header_) + sizeof(Header) + (index % size_.window) * stride(size_.size);
+        return reinterpret_cast<unsigned char *>(header_) + sizeof(Header) +
+               (index % size_.window) * stride(size_.size);
     }
     static uint64_t bytes(uint64_t size, uint64_t window) { return sizeof(Header) + window * stride(size); }
     bool map(uint64_t size, uint64_t window) {
@@ -497,12 +503,13 @@ public:
         const uint64_t head = h.head.load(std::memory_order_relaxed);
         for (; acked < head && acked_[acked % box_.window()]; ++acked, ++c_.moved)
             acked_[acked % box_.window()] = 0;
-        // Relaxed: ordered for a SIGKILL by program order alone (see Outbox::Header); the entries
-        // below it are never read again.
+        // Relaxed: nothing after it depends on it; a kill before it only sends those entries again.
         h.acked.store(acked, std::memory_order_relaxed);
-        if (acked < head && (retry_ || nowNs() - sentNs_[acked % box_.window()] > kAckTimeoutNs)) {
+        const int64_t now = nowNs();
+        if (acked < head &&
+            ((retryAtNs_ != 0 && now >= retryAtNs_) || now - sentNs_[acked % box_.window()] > kAckTimeoutNs)) {
             ++generation_;
-            retry_ = false;
+            retryAtNs_ = 0;
             for (uint64_t i = acked; i < head; ++i)
                 if (!acked_[i % box_.window()]) publish(i);
         }
@@ -532,9 +539,10 @@ private:
         acked_[index % box_.window()] = 1;
         if (reply.find("\"duplicate\":true") != std::string_view::npos) ++c_.resent;
     }
-    // Sends again from the oldest entry not acked at the next poll; says why once a second.
+    // Sends again from the oldest entry not acked a little later (a server that is starting
+    // refuses a whole window at once: not again at once); says why once a second.
     void failed(const std::string &why) {
-        retry_ = true;
+        if (retryAtNs_ == 0) retryAtNs_ = nowNs() + int64_t{kSliceMs} * 1'000'000;
         if (nowNs() >= quietUntilNs_) {
             fmt::print(stderr, "join-shm bridge: publish: {}; sending again\n", why);
             quietUntilNs_ = nowNs() + 1'000'000'000;
@@ -550,7 +558,7 @@ private:
     uint64_t generation_ = 0;
     std::vector<int64_t> sentNs_;
     std::vector<unsigned char> acked_;
-    bool retry_ = false;
+    int64_t retryAtNs_ = 0;  // when to send again after an error; 0: no error since the last time
     int64_t quietUntilNs_ = 0;
 };
 
@@ -618,11 +626,11 @@ int runOutJetStream(const Options &o, join_shm_queue *q, Nats &n, Counters &c) {
                 const uint64_t index = h.head.load(std::memory_order_relaxed);
                 box.position(index) = stats.popped;
                 std::memcpy(box.data(index), slot, o.size);
-                // Release, both: what a SIGKILL keeps is a prefix of the stores in program order,
-                // and only the compiler could reorder them; release forbids it. The entry before
-                // head; head before next: a kill between the two enters the element again under
-                // the same id (the stream drops the copy), while next first would release it
-                // unsent; and both before the release from the ring (a library call).
+                // Release, both: a SIGKILL keeps exactly the stores made before it, so what must
+                // precede what is program order, which release keeps the compiler to. The entry
+                // before head; head before next (a kill between the two enters the element again
+                // under the same id, and the stream drops the copy; next first would release it
+                // unsent); both before the release from the ring.
                 h.head.store(index + 1, std::memory_order_release);
                 h.next.store(stats.popped + 1, std::memory_order_release);
                 join_shm_release(q);
@@ -674,22 +682,44 @@ int runInCore(const Options &o, join_shm_queue *q, Nats &n, Counters &c) {
         natsSubscription_GetDropped(n.sub, &dropped);
         return static_cast<uint64_t>(dropped);
     };
+    // The messages the client library holds already are taken in one go and pushed with one
+    // push_n: the ring's cursor moves (and a sleeping consumer is woken) once per batch.
+    const uint64_t batchSize = coreBatch(o.size);
+    std::vector<unsigned char> batch(o.size * batchSize);
     bool failed = false;
     while (!gStop && !c.countReached() && !failed) {
-        c.tick(slowDrops());
         natsMsg *m = nullptr;
         s = natsSubscription_NextMsg(&m, n.sub, kSliceMs);
         if (s != NATS_OK) {
+            c.tick(slowDrops());
             if (s != NATS_TIMEOUT) sleepMs(kSliceMs);  // connection closed under us: wait for the reconnect
             continue;
         }
-        if (static_cast<uint64_t>(natsMsg_GetDataLength(m)) != o.size)
-            ++c.dropped;
-        else if (pushWaiting(q, natsMsg_GetData(m), failed, [] {}))
-            ++c.moved;
-        else if (!failed)
-            ++c.dropped;  // a signal while the ring stayed full: at most once allows it
-        natsMsg_Destroy(m);
+        const uint64_t limit = std::min(batchSize, c.remaining());
+        uint64_t count = 0;
+        do {
+            if (static_cast<uint64_t>(natsMsg_GetDataLength(m)) == o.size)
+                std::memcpy(batch.data() + count++ * o.size, natsMsg_GetData(m), o.size);
+            else
+                ++c.dropped;
+            natsMsg_Destroy(m);
+            m = nullptr;
+        } while (count < limit && natsSubscription_NextMsg(&m, n.sub, 0) == NATS_OK);
+        for (uint64_t done = 0; done < count && !failed;) {
+            const unsigned char *first = batch.data() + done * o.size;
+            const int64_t pushed = join_shm_try_push_n(q, first, count - done);
+            if (pushed > 0) {
+                done += static_cast<uint64_t>(pushed);
+                c.moved += static_cast<uint64_t>(pushed);
+            } else if (pushWaiting(q, first, failed, [] {})) {  // full: wait for room for one
+                ++done;
+                ++c.moved;
+            } else if (!failed) {
+                c.dropped += count - done;  // a signal while the ring stayed full: at most once allows it
+                break;
+            }
+        }
+        c.tick(slowDrops());
     }
     c.dropped += slowDrops();
     return failed ? kError : kOk;
