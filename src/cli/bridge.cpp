@@ -6,9 +6,10 @@
 //
 // Core NATS (no --jetstream) is at most once: `out` pops and publishes, `in` pushes what it
 // receives; messages published while no `in` listens, or beyond its pending limit, are gone.
-// JetStream is at least once, and `out` never sends one element twice: it peeks, publishes with a
-// message id naming the element's ring position, waits for the stream's ack and only then
-// releases; a re-send after a kill carries the same id, which the stream's duplicate window drops.
+// JetStream is at least once, and `out` never sends one element twice: it moves each element
+// from the ring into an outbox file that outlives it, publishes it with a message id naming its
+// ring position, and keeps it there until the stream acked it (a window of them in flight); a
+// re-send after a kill carries the same id, which the stream's duplicate window drops.
 // `in` pulls at most as many messages as the ring has room for and acks each after its push.
 #include "bridge.hpp"
 
@@ -49,7 +50,8 @@ out: consumes ring NAME and publishes each element as one message to SUBJECT.
 in:  pushes each message of SUBJECT into ring NAME (created if needed) as a producer.
 Without --jetstream: core NATS, at most once. With it: the stream STREAM (created to capture
 SUBJECT if missing), nothing lost across kills and server restarts; out never sends an element
-twice (SPSC and MPSC rings only); in may repeat the messages it pushed but whose ack the server
+twice (SPSC and MPSC rings only; it keeps what the stream has not acked yet in
+/dev/shm/NAME.STREAM.outbox); in may repeat the messages it pushed but whose ack the server
 had not stored. Messages whose size is not the element size are dropped and counted.
 --count N exits after N messages; SIGINT/SIGTERM finish the message in hand; --stats SECONDS
 prints moved, dropped and reconnect counts to stderr every SECONDS and at exit.
