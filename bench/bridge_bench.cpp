@@ -1,8 +1,11 @@
 // join-shm-bridge-bench: what `join-shm bridge` costs on loopback, in one run, against a plain
 // NATS publisher/subscriber pair (libnats, the same server) and a direct ring.
 //
-//   join-shm-bridge-bench [JOIN-SHM-TOOL] [MESSAGES]
+//   join-shm-bridge-bench [JOIN-SHM-TOOL] [MESSAGES] [RUNS]
 //
+// The plain pair and the core NATS bridge run RUNS times (default 5), alternately, so that both
+// see the same weather on a shared machine; the table gives each one's median run and the median
+// of the per-run cost ratios.
 // Each path runs the same loop: send while fewer than kWindow messages are in flight, receive
 // what arrived (core NATS has no flow control; the window keeps every path drop-free). Rate: N
 // messages of 128 bytes. Round trip: one message in flight at a time, send to receive, p50/p99.
@@ -94,6 +97,7 @@ void row(const char *label, const Result &r, const Result &pair) {
 int main(int argc, char **argv) {
     const std::string tool = argc > 1 ? argv[1] : "./build/src/cli/join-shm";
     const uint64_t n = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1'000'000;
+    const int runs = argc > 3 ? std::max(1, std::atoi(argv[3])) : 5;
     if (harness::natsServerPath().empty()) {
         fmt::print(stderr, "nats-server not found\n");
         return 1;
@@ -113,14 +117,13 @@ int main(int argc, char **argv) {
         join_shm_queue_close(self);
     }
     // A plain NATS pair: a publisher connection and a subscriber connection.
-    Result pair;
-    {
+    const auto plainPair = [&] {
         harness::Client pub(server.url()), sub(server.url());
         natsSubscription *s = nullptr;
         natsConnection_SubscribeSync(&s, sub.nc, "bench.pair");
         natsSubscription_SetPendingLimits(s, 65536, 64 << 20);
         natsConnection_Flush(sub.nc);
-        pair = measure(
+        const Result pair = measure(
             n, [&](const char *m) { return natsConnection_Publish(pub.nc, "bench.pair", m, kSize) == NATS_OK; },
             [&](char *m) {
                 natsMsg *msg = nullptr;
@@ -130,7 +133,8 @@ int main(int argc, char **argv) {
                 return true;
             });
         natsSubscription_Destroy(s);
-    }
+        return pair;
+    };
     // ring -> bridge out -> NATS -> bridge in -> ring, core NATS and JetStream.
     const auto throughBridges = [&](const char *label, uint64_t count, std::vector<std::string> outExtra,
                                     std::vector<std::string> inExtra) {
@@ -149,19 +153,38 @@ int main(int argc, char **argv) {
         harness::Process out(bridge(tool, "out", r.src, server, subject, outExtra), "");
         Result result = measure(
             count, [&](const char *m) { return join_shm_try_push(r.producer, m) == 0; },
-            [&](char *m) { return join_shm_try_pop(r.consumer, m) == 0; });
+            // Waits as the plain pair's receive does (NextMsg, 1 ms): a receiver spinning on an
+            // empty ring would take a core from the bridges and the server it waits for.
+            [&](char *m) { return join_shm_timed_pop(r.consumer, m, 1'000'000) == 0; });
         out.kill(SIGTERM);
         in.kill(SIGTERM);
-        for (const char *suffix : {".B.D.bridge"})
-            unlink(("/dev/shm/" + r.dst + suffix).c_str());
+        unlink(("/dev/shm/" + r.dst + ".B.D.bridge").c_str());  // what JetStream `in` and `out` keep
+        unlink(("/dev/shm/" + r.src + ".B.outbox").c_str());
         return result;
     };
-    const Result core = throughBridges("core", n, {}, {});
+    std::vector<Result> pairs, cores;
+    std::vector<double> ratios;
+    for (int i = 0; i < runs; ++i) {
+        pairs.push_back(plainPair());
+        cores.push_back(throughBridges(("core" + std::to_string(i)).c_str(), n, {}, {}));
+        ratios.push_back(pairs.back().rate / cores.back().rate);
+    }
+    // The run of median rate (its round trips with it).
+    const auto median = [](std::vector<Result> v) {
+        std::sort(v.begin(), v.end(), [](const Result &a, const Result &b) { return a.rate < b.rate; });
+        return v[v.size() / 2];
+    };
+    const Result pair = median(pairs), core = median(cores);
     const uint64_t jsCount = std::max<uint64_t>(n / 20, 1000);
     const Result js = throughBridges("js", jsCount, {"--jetstream", "B"}, {"--jetstream", "B", "--durable", "D"});
 
-    fmt::print("{} messages of {} bytes ({} through JetStream), window {}, one nats-server on 127.0.0.1\n\n", n, kSize,
+    fmt::print("{} messages of {} bytes ({} through JetStream), window {}, one nats-server on 127.0.0.1\n", n, kSize,
                jsCount, kWindow);
+    std::string list;
+    for (double r : ratios)
+        list += fmt::format(" {:.2f}", r);
+    std::sort(ratios.begin(), ratios.end());
+    fmt::print("bridge cost vs plain pair, {} runs:{} (median {:.2f}x)\n\n", runs, list, ratios[ratios.size() / 2]);
     fmt::print("| path | msgs/s | cost vs NATS pair | round trip p50 | p99 |\n|---|---|---|---|---|\n");
     row("direct ring", direct, pair);
     row("plain NATS pair (libnats)", pair, pair);

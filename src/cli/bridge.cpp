@@ -6,9 +6,10 @@
 //
 // Core NATS (no --jetstream) is at most once: `out` pops and publishes, `in` pushes what it
 // receives; messages published while no `in` listens, or beyond its pending limit, are gone.
-// JetStream is at least once, and `out` never sends one element twice: it peeks, publishes with a
-// message id naming the element's ring position, waits for the stream's ack and only then
-// releases; a re-send after a kill carries the same id, which the stream's duplicate window drops.
+// JetStream is at least once, and `out` never sends one element twice: it moves each element
+// from the ring into an outbox file that outlives it, publishes it with a message id naming its
+// ring position, and keeps it there until the stream acked it (a window of them in flight); a
+// re-send after a kill carries the same id, which the stream's duplicate window drops.
 // `in` pulls at most as many messages as the ring has room for and acks each after its push.
 #include "bridge.hpp"
 
@@ -28,9 +29,11 @@
 #include <cerrno>
 #include <climits>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace join::shm::cli {
@@ -47,12 +50,15 @@ out: consumes ring NAME and publishes each element as one message to SUBJECT.
 in:  pushes each message of SUBJECT into ring NAME (created if needed) as a producer.
 Without --jetstream: core NATS, at most once. With it: the stream STREAM (created to capture
 SUBJECT if missing), nothing lost across kills and server restarts; out never sends an element
-twice (SPSC and MPSC rings only); in may repeat the messages it pushed but whose ack the server
+twice (SPSC and MPSC rings only; it keeps what the stream has not acked yet in
+/dev/shm/NAME.STREAM.outbox); in may repeat the messages it pushed but whose ack the server
 had not stored. Messages whose size is not the element size are dropped and counted.
 --count N exits after N messages; SIGINT/SIGTERM finish the message in hand; --stats SECONDS
 prints moved, dropped and reconnect counts to stderr every SECONDS and at exit.
 )";
 
+// Core NATS: elements popped, or messages pushed, at once at most: 256, or 1 MiB of them.
+uint64_t coreBatch(uint64_t size) { return std::clamp<uint64_t>((1 << 20) / size, 1, 256); }
 // Fetched JetStream messages in hand at most (the ring's free space bounds it first).
 constexpr int kMaxBatch = 128;
 // Core NATS: messages the client library queues for `in` while the ring is full; past either
@@ -276,7 +282,7 @@ bool ensureStream(const Options &o, Nats &n) {
 
 // Core NATS: pop in batches, publish; a publish refused (reconnect buffer full) is retried.
 int runOutCore(const Options &o, join_shm_queue *q, Nats &n, Counters &c) {
-    constexpr uint64_t kBatch = 64;
+    const uint64_t kBatch = coreBatch(o.size);
     std::vector<unsigned char> buffer(o.size * kBatch);
     while (!gStop && !c.countReached()) {
         c.tick();
@@ -310,10 +316,8 @@ int runOutCore(const Options &o, join_shm_queue *q, Nats &n, Counters &c) {
     return kOk;
 }
 
-// The id of the element at `position` of this ring: host, ring name, the segment's inode (a ring
-// deleted and created again under the name starts at position 0 again) and the position.
-std::string messageId(const std::string &prefix, uint64_t position) { return fmt::format("{}:{}", prefix, position); }
-
+// The message id prefix for this ring's elements (the id is PREFIX:POSITION): host, ring name,
+// the segment's inode (a ring deleted and created again under the name starts at position 0 again).
 std::string idPrefix(const Options &o) {
     char host[256] = {};
     gethostname(host, sizeof host - 1);
@@ -323,45 +327,323 @@ std::string idPrefix(const Options &o) {
     return fmt::format("{}:{}:{}", host, bare, static_cast<uint64_t>(st.st_ino));
 }
 
-// JetStream: peek, publish with the element's id, wait for the ack, release. The ring position is
+// What `out` has taken from the ring and the stream has not yet acked, in a file in /dev/shm
+// (RING.STREAM.outbox) so that it outlives the bridge as the ring does. An element enters the
+// outbox before it leaves the ring and leaves the outbox only once the stream acked it and every
+// element before it: a kill at any point loses nothing, and what a restarted `out` sends again
+// carries the id it was first sent with, which the stream's duplicate window drops.
+//
+// The file is untrusted input like any segment: its geometry is checked against its length, its
+// counters against its window, before anything is indexed with them.
+class Outbox {
+public:
+    struct Header {
+        uint64_t magic;
+        uint64_t size;    // element size
+        uint64_t window;  // entries
+        // Outbox indices: [acked, head) are waiting for the stream's ack. Written only by the one
+        // `out` of this ring, read only by the next one after it died: a SIGKILL keeps every store
+        // the process made, so only the compiler could break the order the stores below rely on,
+        // and atomics with release order forbid that.
+        std::atomic<uint64_t> acked;
+        std::atomic<uint64_t> head;
+        // The ring position after the last element entered: an element at a position below it
+        // (entered, then a kill before its release) is released without entering twice.
+        std::atomic<uint64_t> next;
+        char prefix[256];   // message id prefix (host:ring:inode) of the entries
+        char subject[256];  // where they are published
+    };
+    static_assert(std::atomic<uint64_t>::is_always_lock_free, "the outbox counters live in a shared file");
+
+    Outbox() = default;
+    Outbox(const Outbox &) = delete;
+    Outbox &operator=(const Outbox &) = delete;
+    ~Outbox() {
+        unmap();
+        if (fd_ >= 0) close(fd_);
+    }
+
+    // Maps the file as it is. False (printed) if it cannot be opened; valid() says whether it
+    // holds a usable outbox.
+    bool open(const std::string &path) {
+        path_ = path;
+        fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        struct stat st {};
+        if (fd_ < 0 || fstat(fd_, &st) != 0) {
+            fmt::print(stderr, "join-shm bridge: cannot keep {}: {}\n", path, std::strerror(errno));
+            return false;
+        }
+        valid_ = false;
+        if (static_cast<uint64_t>(st.st_size) < sizeof(Header)) return true;
+        Header h;
+        if (pread(fd_, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h)) return true;
+        const uint64_t acked = h.acked.load(std::memory_order_relaxed), head = h.head.load(std::memory_order_relaxed);
+        if (h.magic != kMagic || h.size == 0 || h.size > INT_MAX || h.window == 0 || h.window > kMaxWindow ||
+            head - acked > h.window || head < acked || static_cast<uint64_t>(st.st_size) != bytes(h.size, h.window) ||
+            std::memchr(h.prefix, 0, sizeof h.prefix) == nullptr ||
+            std::memchr(h.subject, 0, sizeof h.subject) == nullptr)
+            return true;
+        valid_ = map(h.size, h.window);
+        return valid_ || mapFailed();
+    }
+    bool valid() const { return valid_; }
+    // Empties the outbox and gives it this geometry; the next element entered is at `next`.
+    bool reset(uint64_t size, uint64_t window, const std::string &prefix, const std::string &subject, uint64_t next) {
+        unmap();
+        if (ftruncate(fd_, 0) != 0 || ftruncate(fd_, static_cast<off_t>(bytes(size, window))) != 0 ||
+            !map(size, window))
+            return mapFailed();
+        Header &h = *header_;
+        h.magic = kMagic;
+        h.size = size;
+        h.window = window;
+        std::snprintf(h.prefix, sizeof h.prefix, "%s", prefix.c_str());
+        std::snprintf(h.subject, sizeof h.subject, "%s", subject.c_str());
+        h.next.store(next, std::memory_order_relaxed);  // relaxed: only this process uses the file now
+        valid_ = true;
+        return true;
+    }
+    Header &header() const { return *header_; }
+    // Entry `index`: the element's ring position (the message id's last part), then its bytes.
+    uint64_t &position(uint64_t index) const { return *reinterpret_cast<uint64_t *>(entry(index)); }
+    unsigned char *data(uint64_t index) const { return entry(index) + sizeof(uint64_t); }
+    uint64_t size() const { return size_.size; }
+    uint64_t window() const { return size_.window; }
+    // Entries at most for elements of `size` bytes: 1024, fewer if that would exceed 16 MiB.
+    static uint64_t windowFor(uint64_t size) { return std::clamp<uint64_t>((16 << 20) / stride(size), 1, kMaxWindow); }
+
+private:
+    static constexpr uint64_t kMagic = 0x6a73686d6f757462;  // "jshmoutb"
+    static constexpr uint64_t kMaxWindow = 1024;
+    struct Geometry {
+        uint64_t size = 0, window = 1;
+    };
+    static uint64_t stride(uint64_t size) { return (sizeof(uint64_t) + size + 7) / 8 * 8; }
+    unsigned char *entry(uint64_t index) const {
+        return reinterpret_cast<unsigned char *>(header_) + sizeof(Header) +
+               (index % size_.window) * stride(size_.size);
+    }
+    static uint64_t bytes(uint64_t size, uint64_t window) { return sizeof(Header) + window * stride(size); }
+    bool map(uint64_t size, uint64_t window) {
+        void *p = mmap(nullptr, bytes(size, window), PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+        if (p == MAP_FAILED) return false;
+        header_ = static_cast<Header *>(p);
+        size_ = {size, window};
+        return true;
+    }
+    void unmap() {
+        if (header_) munmap(header_, bytes(size_.size, size_.window));
+        header_ = nullptr;
+        valid_ = false;
+    }
+    bool mapFailed() {
+        fmt::print(stderr, "join-shm bridge: cannot keep {}: {}\n", path_, std::strerror(errno));
+        return false;
+    }
+    std::string path_;
+    int fd_ = -1;
+    Header *header_ = nullptr;
+    Geometry size_;
+    bool valid_ = false;
+};
+
+// Publishes outbox entries without waiting for each ack: a window of them is in flight at once.
+// Each carries the message id PREFIX:POSITION and the reply subject INBOX.GENERATION.INDEX on which
+// the stream acks it. A missing ack (for 2 s) or an error sends again, in order, every entry from
+// the oldest one not acked (a new generation, so that the old sends' errors are ignored); the ones
+// the stream had stored already come back as duplicates and are counted as resent.
+class Sender {
+public:
+    Sender(const Options &o, Nats &n, Outbox &box, Counters &c) : o_(o), n_(n), box_(box), c_(c) {}
+    ~Sender() {
+        natsSubscription_Destroy(acks_);
+        natsInbox_Destroy(inbox_);
+    }
+    bool start() {
+        natsStatus s = natsInbox_Create(&inbox_);
+        if (s == NATS_OK) s = natsConnection_SubscribeSync(&acks_, n_.nc, fmt::format("{}.*.*", inbox_).c_str());
+        if (s != NATS_OK) fmt::print(stderr, "join-shm bridge: ack subscription: {}\n", natsError(s));
+        return s == NATS_OK;
+    }
+    // The outbox's geometry changed (reset): forget what was tracked for the old one.
+    void track() {
+        sentNs_.assign(box_.window(), 0);
+        acked_.assign(box_.window(), 0);
+    }
+    void publish(uint64_t index) {
+        const Outbox::Header &h = box_.header();
+        const std::string id = fmt::format("{}:{}", h.prefix, box_.position(index)),
+                          reply = fmt::format("{}.{}.{}", inbox_, generation_, index);
+        natsMsg *m = nullptr;
+        natsStatus s = natsMsg_Create(&m, h.subject, reply.c_str(), reinterpret_cast<const char *>(box_.data(index)),
+                                      static_cast<int>(box_.size()));
+        if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id.c_str());
+        if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Expected-Stream", o_.stream.c_str());
+        if (s == NATS_OK) s = natsConnection_PublishMsg(n_.nc, m);
+        natsMsg_Destroy(m);
+        sentNs_[index % box_.window()] = nowNs();
+        if (s != NATS_OK) failed(natsError(s));  // the client's reconnect buffer is full, say
+    }
+    // Takes the acks that arrived, waiting up to waitMs for the first; then moves `acked` over
+    // the entries acked in order, and sends again what needs it.
+    void poll(int64_t waitMs) {
+        natsMsg *m = nullptr;
+        for (natsStatus s = natsSubscription_NextMsg(&m, acks_, waitMs); s != NATS_TIMEOUT;
+             s = natsSubscription_NextMsg(&m, acks_, 0)) {
+            if (s == NATS_OK) {
+                take(m);
+                natsMsg_Destroy(m);
+                m = nullptr;
+            } else if (s == NATS_NO_RESPONDERS) {
+                failed("no stream answers (the server is starting, or has no stream for the subject)");
+            } else {
+                break;  // the connection is away: the missing acks time out
+            }
+        }
+        Outbox::Header &h = box_.header();
+        uint64_t acked = h.acked.load(std::memory_order_relaxed);  // relaxed: this process alone writes it
+        const uint64_t head = h.head.load(std::memory_order_relaxed);
+        for (; acked < head && acked_[acked % box_.window()]; ++acked, ++c_.moved)
+            acked_[acked % box_.window()] = 0;
+        // Relaxed: nothing after it depends on it; a kill before it only sends those entries again.
+        h.acked.store(acked, std::memory_order_relaxed);
+        const int64_t now = nowNs();
+        if (acked < head &&
+            ((retryAtNs_ != 0 && now >= retryAtNs_) || now - sentNs_[acked % box_.window()] > kAckTimeoutNs)) {
+            ++generation_;
+            retryAtNs_ = 0;
+            for (uint64_t i = acked; i < head; ++i)
+                if (!acked_[i % box_.window()]) publish(i);
+        }
+    }
+    uint64_t pending() const {
+        // Relaxed: this process alone writes them.
+        return box_.header().head.load(std::memory_order_relaxed) - box_.header().acked.load(std::memory_order_relaxed);
+    }
+
+private:
+    static constexpr int64_t kAckTimeoutNs = 2'000'000'000;
+
+    void take(natsMsg *m) {
+        // INBOX.GENERATION.INDEX; anything else on the inbox is not ours to act on.
+        const char *subject = natsMsg_GetSubject(m) + std::strlen(inbox_);
+        unsigned long long generation = 0, index = 0;
+        if (std::sscanf(subject, ".%llu.%llu", &generation, &index) != 2) return;
+        const std::string_view reply(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)));
+        const Outbox::Header &h = box_.header();
+        // Relaxed: this process alone writes them.
+        const uint64_t acked = h.acked.load(std::memory_order_relaxed), head = h.head.load(std::memory_order_relaxed);
+        if (reply.find("\"error\"") != std::string_view::npos || reply.find("\"seq\"") == std::string_view::npos) {
+            if (generation == generation_) failed(std::string(reply));
+            return;
+        }
+        if (index < acked || index >= head || acked_[index % box_.window()]) return;
+        acked_[index % box_.window()] = 1;
+        if (reply.find("\"duplicate\":true") != std::string_view::npos) ++c_.resent;
+    }
+    // Sends again from the oldest entry not acked a little later (a server that is starting
+    // refuses a whole window at once: not again at once); says why once a second.
+    void failed(const std::string &why) {
+        if (retryAtNs_ == 0) retryAtNs_ = nowNs() + int64_t{kSliceMs} * 1'000'000;
+        if (nowNs() >= quietUntilNs_) {
+            fmt::print(stderr, "join-shm bridge: publish: {}; sending again\n", why);
+            quietUntilNs_ = nowNs() + 1'000'000'000;
+        }
+    }
+
+    const Options &o_;
+    Nats &n_;
+    Outbox &box_;
+    Counters &c_;
+    natsInbox *inbox_ = nullptr;
+    natsSubscription *acks_ = nullptr;
+    uint64_t generation_ = 0;
+    std::vector<int64_t> sentNs_;
+    std::vector<unsigned char> acked_;
+    int64_t retryAtNs_ = 0;  // when to send again after an error; 0: no error since the last time
+    int64_t quietUntilNs_ = 0;
+};
+
+// JetStream: each element enters the outbox, leaves the ring, and is published with the id of
+// its ring position; a window of them waits for the stream's acks at once. The ring position is
 // the tail cursor: a lone consumer (SPSC, MPSC) does not move it until release.
 int runOutJetStream(const Options &o, join_shm_queue *q, Nats &n, Counters &c) {
     if (!ensureStream(o, n)) return gStop ? kOk : kError;
+    const std::string bare = o.name[0] == '/' ? o.name.substr(1) : o.name;
+    Outbox box;
+    if (!box.open(fmt::format("/dev/shm/{}.{}.outbox", bare, o.stream))) return kError;
+    Sender sender(o, n, box, c);
+    if (!sender.start()) return kError;
+    // A previous run's entries first, with the ids and subject they were first sent with.
+    if (box.valid() && sender.pending() > 0) {
+        sender.track();
+        // Relaxed: this process alone uses the file.
+        for (uint64_t i = box.header().acked.load(std::memory_order_relaxed);
+             i < box.header().head.load(std::memory_order_relaxed); ++i)
+            sender.publish(i);
+        while (sender.pending() > 0 && !gStop) {
+            c.tick();
+            sender.poll(kSliceMs);
+        }
+        if (gStop) return kOk;
+    }
+    join_shm_stats stats{};
+    stats.size = sizeof stats;
+    if (int r = join_shm_queue_stats(q, &stats); r < 0) {
+        fmt::print(stderr, "join-shm bridge: stats: {} ({})\n", join_shm_strerror(r), join_shm_last_error_detail());
+        return kError;
+    }
     const std::string prefix = idPrefix(o);
-    while (!gStop && !c.countReached()) {
+    const uint64_t window = Outbox::windowFor(o.size);
+    // Relaxed: this process alone uses the file.
+    if (!box.valid() || box.size() != o.size || box.window() != window || prefix != box.header().prefix ||
+        o.subject != box.header().subject || stats.popped + 1 < box.header().next.load(std::memory_order_relaxed)) {
+        if (!box.reset(o.size, window, prefix, o.subject, stats.popped)) return kError;
+    }
+    sender.track();
+
+    Outbox::Header &h = box.header();
+    uint64_t taken = 0;
+    int64_t giveUpNs = 0;  // after a signal: how long to wait for the acks still missing
+    for (;;) {
+        const bool taking = !gStop && (o.count == 0 || taken < o.count);
+        if (!taking && (sender.pending() == 0 || (giveUpNs != 0 && nowNs() > giveUpNs))) break;
+        if (!taking && giveUpNs == 0) giveUpNs = nowNs() + 5'000'000'000;
         c.tick();
-        const void *slot = nullptr;
-        int r = join_shm_timed_peek(q, &slot, int64_t{kSliceMs} * 1'000'000);
-        if (r == -ETIMEDOUT) continue;
-        join_shm_stats stats{};
-        stats.size = sizeof stats;
-        if (r == 0) r = join_shm_queue_stats(q, &stats);
-        if (r < 0) {
-            fmt::print(stderr, "join-shm bridge: peek: {} ({})\n", join_shm_strerror(r), join_shm_last_error_detail());
-            return kError;
+        bool tookOne = false;
+        while (taking && sender.pending() < window && (o.count == 0 || taken < o.count)) {
+            const void *slot = nullptr;
+            // Nothing in flight: wait here for the ring; else the acks are waited for below.
+            int r = sender.pending() == 0 ? join_shm_timed_peek(q, &slot, int64_t{kSliceMs} * 1'000'000)
+                                          : join_shm_try_peek(q, &slot);
+            if (r == -ETIMEDOUT || r == -EAGAIN) break;
+            if (r == 0) r = join_shm_queue_stats(q, &stats);
+            if (r < 0) {
+                fmt::print(stderr, "join-shm bridge: peek: {} ({})\n", join_shm_strerror(r),
+                           join_shm_last_error_detail());
+                return kError;
+            }
+            // Relaxed loads: this process alone writes the file.
+            if (stats.popped >= h.next.load(std::memory_order_relaxed)) {
+                const uint64_t index = h.head.load(std::memory_order_relaxed);
+                box.position(index) = stats.popped;
+                std::memcpy(box.data(index), slot, o.size);
+                // Release, both: a SIGKILL keeps exactly the stores made before it, so what must
+                // precede what is program order, which release keeps the compiler to. The entry
+                // before head; head before next (a kill between the two enters the element again
+                // under the same id, and the stream drops the copy; next first would release it
+                // unsent); both before the release from the ring.
+                h.head.store(index + 1, std::memory_order_release);
+                h.next.store(stats.popped + 1, std::memory_order_release);
+                join_shm_release(q);
+                sender.publish(index);
+                ++taken;
+            } else {
+                join_shm_release(q);  // in the outbox already: a kill came before its release
+            }
+            tookOne = true;
         }
-        const std::string id = messageId(prefix, stats.popped);
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        po.MsgId = id.c_str();
-        po.ExpectStream = o.stream.c_str();
-        po.MaxWait = 2000;
-        bool duplicate = false;
-        // A signal while the server is away leaves the element in the ring (cancel) for the next run.
-        const bool sent = retrying("publish", [&](jsErrCode &jerr) {
-            jsPubAck *ack = nullptr;
-            const natsStatus s = js_Publish(&ack, n.js, o.subject.c_str(), slot, static_cast<int>(o.size), &po, &jerr);
-            duplicate = ack && ack->Duplicate;
-            jsPubAck_Destroy(ack);
-            return s;
-        });
-        if (!sent) {
-            join_shm_cancel(q);
-            return gStop ? kOk : kError;
-        }
-        join_shm_release(q);
-        ++c.moved;
-        if (duplicate) ++c.resent;
+        sender.poll(tookOne || sender.pending() == 0 ? 0 : 1);
     }
     return kOk;
 }
@@ -402,22 +684,44 @@ int runInCore(const Options &o, join_shm_queue *q, Nats &n, Counters &c) {
         natsSubscription_GetDropped(n.sub, &dropped);
         return static_cast<uint64_t>(dropped);
     };
+    // The messages the client library holds already are taken in one go and pushed with one
+    // push_n: the ring's cursor moves (and a sleeping consumer is woken) once per batch.
+    const uint64_t batchSize = coreBatch(o.size);
+    std::vector<unsigned char> batch(o.size * batchSize);
     bool failed = false;
     while (!gStop && !c.countReached() && !failed) {
-        c.tick(slowDrops());
         natsMsg *m = nullptr;
         s = natsSubscription_NextMsg(&m, n.sub, kSliceMs);
         if (s != NATS_OK) {
+            c.tick(slowDrops());
             if (s != NATS_TIMEOUT) sleepMs(kSliceMs);  // connection closed under us: wait for the reconnect
             continue;
         }
-        if (static_cast<uint64_t>(natsMsg_GetDataLength(m)) != o.size)
-            ++c.dropped;
-        else if (pushWaiting(q, natsMsg_GetData(m), failed, [] {}))
-            ++c.moved;
-        else if (!failed)
-            ++c.dropped;  // a signal while the ring stayed full: at most once allows it
-        natsMsg_Destroy(m);
+        const uint64_t limit = std::min(batchSize, c.remaining());
+        uint64_t count = 0;
+        do {
+            if (static_cast<uint64_t>(natsMsg_GetDataLength(m)) == o.size)
+                std::memcpy(batch.data() + count++ * o.size, natsMsg_GetData(m), o.size);
+            else
+                ++c.dropped;
+            natsMsg_Destroy(m);
+            m = nullptr;
+        } while (count < limit && natsSubscription_NextMsg(&m, n.sub, 0) == NATS_OK);
+        for (uint64_t done = 0; done < count && !failed;) {
+            const unsigned char *first = batch.data() + done * o.size;
+            const int64_t pushed = join_shm_try_push_n(q, first, count - done);
+            if (pushed > 0) {
+                done += static_cast<uint64_t>(pushed);
+                c.moved += static_cast<uint64_t>(pushed);
+            } else if (pushWaiting(q, first, failed, [] {})) {  // full: wait for room for one
+                ++done;
+                ++c.moved;
+            } else if (!failed) {
+                c.dropped += count - done;  // a signal while the ring stayed full: at most once allows it
+                break;
+            }
+        }
+        c.tick(slowDrops());
     }
     c.dropped += slowDrops();
     return failed ? kError : kOk;

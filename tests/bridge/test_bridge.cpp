@@ -42,8 +42,11 @@ struct Names {
         for (const char *which : {"src", "dst", "core", "js", "wrong"}) {
             join_shm_unlink(ring(which).c_str());
             // What a JetStream `in` keeps of the sequences it pushed (RING.STREAM.DURABLE.bridge).
-            for (const std::string &stream : streams)
+            // ... and what a JetStream `out` took from the ring and the stream had not acked yet.
+            for (const std::string &stream : streams) {
                 unlink(("/dev/shm/" + ring(which) + "." + stream + ".D.bridge").c_str());
+                unlink(("/dev/shm/" + ring(which) + "." + stream + ".outbox").c_str());
+            }
         }
     }
 };
@@ -184,7 +187,7 @@ TEST_CASE("bridge: JetStream loses nothing and never re-sends while bridges and 
     Names names("js");
     const std::string subject = names.tag + ".js", stream = "S" + std::to_string(getpid());
     names.streams.push_back(stream);
-    const uint64_t n = stress::scaled(100'000, 2000);
+    const uint64_t n = stress::scaled(1'000'000, 2000);
     constexpr uint64_t kCapacity = 1024;
     Ring src(names.ring("src"), JOIN_SHM_PRODUCER, kCapacity);
     Ring dst(names.ring("dst"), JOIN_SHM_CONSUMER, kCapacity);
@@ -399,5 +402,40 @@ TEST_CASE("bridge: messages of the wrong size are counted and dropped") {
         REQUIRE(harness::lastCounts(log, moved, dropped));
         CHECK(moved == 1);
         CHECK(dropped == sizes.size());
+    }
+}
+
+TEST_CASE("bridge: JetStream out replaces an outbox file it cannot trust") {
+    requireServer();
+    Server server(true);
+    Names names("box");
+    const std::string subject = names.tag + ".box", stream = "O" + std::to_string(getpid());
+    names.streams.push_back(stream);
+    constexpr uint64_t kCapacity = 64, kCount = 50;
+    Ring src(names.ring("src"), JOIN_SHM_PRODUCER, kCapacity);
+    harness::Client client(server.url());
+    client.addStream(stream, subject);
+    // Junk where the outbox would be: it holds nothing that could be sent, and nothing in it may
+    // be used to size or index the outbox.
+    const std::string box = "/dev/shm/" + names.ring("src") + "." + stream + ".outbox";
+    for (size_t bytes : {size_t{7}, size_t{4096}, size_t{1} << 20}) {
+        INFO(bytes);
+        {
+            std::ofstream junk(box, std::ios::binary | std::ios::trunc);
+            const std::vector<char> data(bytes, static_cast<char>(0xff));
+            junk.write(data.data(), static_cast<std::streamsize>(data.size()));
+        }
+        const int64_t before = client.streamMessages(stream);
+        for (uint64_t i = 0; i < kCount; ++i) {
+            const Message m = stress::makeMessage(kDataSender, i);
+            REQUIRE(join_shm_try_push(src.q, &m) == 0);
+        }
+        const std::string log = server.dir() + "/box.log";
+        Process out(bridgeArgs("out", names.ring("src"), server, subject, kCapacity,
+                               {"--jetstream", stream, "--count", std::to_string(kCount)}),
+                    log);
+        CHECK(out.wait(30'000) == 0);
+        CHECK(join_shm_empty(src.q) == 1);
+        CHECK(client.streamMessages(stream) - before == static_cast<int64_t>(kCount));
     }
 }
