@@ -127,15 +127,18 @@ TEST_CASE("An endpoint's fd polls readable while its inbound ring holds messages
 
 // Lost wake-ups: 1,000,000 ping-pongs in release (JOIN_SHM_STRESS_SCALE scales them) through
 // capacity-1 rings, every message content-checked, each ping answered before its lane sends the
-// next. A round costs two sleeps and two wake-ups, and each sleep pays the waiter's membarrier (the
-// price of a publish path without a fence): about 25 us of CPU a round on the 2-core CI VM, nearly
-// all of it in the kernel. What the harness adds is kept small: kLanes lanes run at once (one epoll
-// loop over their fds; a wait_any thread per lane), so a lane's wake-up latency overlaps another's
-// work; every wait sleeps at once (spin_ns < 0), so each message goes through the wake-up path under
-// test rather than a spin that happened to see it, and no spinner is preempted on a loaded machine
-// (at a load of 15 a spinning wait_any round took 120 us, a sleeping one 23 us); the loops check
-// with plain comparisons and stop at the first fault, as a Catch2 assertion per message would cost
-// more than the message.
+// next. Each round pays for a sleep and a wake-up of the waiter under test, and the sleep for the
+// waiter's membarrier (the price of a publish path without a fence): 20 to 40 us of CPU a round on
+// the 2-core CI VM, nearly all of it in the kernel, more when the other core is idle (the barrier's
+// interrupt then wakes it). The harness adds as little as it can: kLanes lanes run at once (one
+// epoll loop over their fds; a wait_any thread per lane), so one lane's wake-up latency overlaps
+// another's work; the epoll loop never spins and wait_any's handles sleep at once (spin_ns < 0), so
+// every message goes through the wake-up path under test rather than a spin that happened to see
+// it. Whether the peers spin was measured, not guessed: four spinning echoes starve the epoll loop
+// of the two cores (1,000,000 rounds took 66 s, 21 s with echoes that sleep at once), while four
+// spinning senders halve wait_any's time (23 s against 61 s). The loops check with plain
+// comparisons and stop at the first fault, as a Catch2 assertion per message would cost more than
+// the message.
 constexpr uint64_t kPingPongs = 1'000'000;
 constexpr unsigned kLanes = 4;
 
@@ -152,11 +155,12 @@ static uint64_t pingPongsPerLane() {
     return stress::scaled(fallbackRun() ? kPingPongs / 50 : kPingPongs, 4000) / kLanes;
 }
 
-static int openSleeping(join_shm_queue **q, const char *name, join_shm_policy policy, join_shm_role role,
-                        uint64_t size) {
+// A capacity-1 ring; sleepAtOnce: spin_ns < 0, for the waiter under test.
+static int openRing(join_shm_queue **q, const char *name, join_shm_policy policy, join_shm_role role, uint64_t size,
+                    bool sleepAtOnce = false) {
     join_shm_options o{};
     o.size = sizeof o;
-    o.spin_ns = -1;
+    o.spin_ns = sleepAtOnce ? -1 : 0;
     return join_shm_queue_open_ex(q, name, policy, role, size, 1, &o);
 }
 
@@ -176,8 +180,8 @@ static void pingPongThroughEpoll(bool edgeTriggered) {
         echoes.push_back(group.spawn("echo " + std::to_string(lane), [&, lane] {
             stress::Report &report = reports[lane];
             join_shm_queue *in = nullptr, *out = nullptr;
-            if (openSleeping(&in, pingOf(lane), JOIN_SHM_SPSC, JOIN_SHM_CONSUMER, sizeof(Message)) != 0 ||
-                openSleeping(&out, pongOf(lane), JOIN_SHM_SPSC, JOIN_SHM_PRODUCER, sizeof(Message)) != 0)
+            if (openRing(&in, pingOf(lane), JOIN_SHM_SPSC, JOIN_SHM_CONSUMER, sizeof(Message), true) != 0 ||
+                openRing(&out, pongOf(lane), JOIN_SHM_SPSC, JOIN_SHM_PRODUCER, sizeof(Message), true) != 0)
                 return report.fail("echo %u: open: %s", lane, join_shm_last_error_detail());
             Message m;
             for (uint64_t i = 0; i < perLane; ++i) {
@@ -196,8 +200,8 @@ static void pingPongThroughEpoll(bool edgeTriggered) {
     uint64_t next[kLanes] = {};  // the round each lane waits for
     Epoll ep;
     for (unsigned lane = 0; lane < kLanes; ++lane) {
-        REQUIRE(openSleeping(&pings[lane], pingOf(lane), JOIN_SHM_SPSC, JOIN_SHM_PRODUCER, sizeof(Message)) == 0);
-        REQUIRE(openSleeping(&pongs[lane], pongOf(lane), JOIN_SHM_SPSC, JOIN_SHM_CONSUMER, sizeof(Message)) == 0);
+        REQUIRE(openRing(&pings[lane], pingOf(lane), JOIN_SHM_SPSC, JOIN_SHM_PRODUCER, sizeof(Message)) == 0);
+        REQUIRE(openRing(&pongs[lane], pongOf(lane), JOIN_SHM_SPSC, JOIN_SHM_CONSUMER, sizeof(Message)) == 0);
         const int fd = join_shm_queue_fd(pongs[lane]);
         REQUIRE(fd >= 0);
         ep.add(fd, EPOLLIN | (edgeTriggered ? EPOLLET : 0u), lane);
@@ -275,10 +279,10 @@ static std::string waitAnyLane(unsigned lane, uint64_t rounds, const std::vector
     join_shm_queue *rings[kRings] = {}, *ack = nullptr;
     std::string fault;
     for (unsigned r = 0; r < kRings && fault.empty(); ++r)
-        if (openSleeping(&rings[r], *names[base + r], JOIN_SHM_MPSC, role, sizeof(Message)) != 0)
+        if (openRing(&rings[r], *names[base + r], JOIN_SHM_MPSC, role, sizeof(Message), !sender) != 0)
             fault = std::string("open: ") + join_shm_last_error_detail();
-    if (fault.empty() && openSleeping(&ack, *names[base + kRings], JOIN_SHM_SPSC,
-                                      sender ? JOIN_SHM_CONSUMER : JOIN_SHM_PRODUCER, 8) != 0)
+    if (fault.empty() &&
+        openRing(&ack, *names[base + kRings], JOIN_SHM_SPSC, sender ? JOIN_SHM_CONSUMER : JOIN_SHM_PRODUCER, 8) != 0)
         fault = std::string("open ack: ") + join_shm_last_error_detail();
     std::mt19937_64 random(42 + lane);
     for (uint64_t i = 0; i < rounds && fault.empty(); ++i) {
