@@ -457,7 +457,8 @@ int join_shm_wait_any(join_shm_wait_item *items, uint32_t n, int64_t timeout_ns)
     if (n == 0 || n > JOIN_SHM_WAIT_MAX)
         return fail(EINVAL, "%u wait items: between 1 and %d are allowed", n, JOIN_SHM_WAIT_MAX);
     Queue *queues[JOIN_SHM_WAIT_MAX];
-    int ready[JOIN_SHM_WAIT_MAX] = {};
+    // Not zeroed: waitAny writes the first n before it returns, and zeroing all 64 took a third of a call.
+    int ready[JOIN_SHM_WAIT_MAX];
     for (uint32_t i = 0; i < n; ++i)
         items[i].ready = 0;
     for (uint32_t i = 0; i < n; ++i) {

@@ -483,8 +483,12 @@ void closePoller(Queue &q) noexcept {
         futexPrivate(p->state, FUTEX_WAKE, 1);
         pthread_join(p->watcher, nullptr);
     }
-    closeUring(p->uring);
+    // E first: its epoll registrations go with the file, at once. Closing the ring cancels the
+    // futex wait in flight, later, from a kernel worker, and that completion signals E (the ring
+    // holds E's counter, not its file): closed the other way round, a loop in epoll_wait on E could
+    // wake for a handle already closed (seen under both sanitizers).
     close(p->eventFd);
+    closeUring(p->uring);
     delete p;
 }
 
