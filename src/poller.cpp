@@ -225,6 +225,7 @@ struct Poller {
     pthread_t watcher{};
     std::atomic<uint32_t> state{kIdle};
     std::atomic<int64_t> sliceNs{0};
+    std::atomic<uint32_t> seen{0};  // the wait word as the arming thread announced itself on it
 };
 
 namespace {
@@ -293,8 +294,9 @@ void *watch(void *arg) noexcept {
         // Like the io_uring route's futex wait, we fire on any wake-up, not only on work: the
         // user's next arming then runs stuckSlice (a woken waiter finding the next slot claimed
         // but unpublished is how a dead claimant shows).
-        for (bool woken = false;;) {
-            const uint32_t seen = announceWaiter(w);
+        uint32_t seen = p.seen.load(std::memory_order_relaxed);  // announced by armWatcher
+        for (bool woken = false, first = true;; first = false) {
+            if (!first) seen = announceWaiter(w);
             // Seq_cst: against closePoller's store of kStop and its load of the word.
             if (p.state.load(std::memory_order_seq_cst) != kArmed) break;
             if (woken || workAt(q) || monotonicNs() >= deadline) {
@@ -344,8 +346,19 @@ void armWatcher(Queue &q, Poller &p) noexcept {
         signalFd(p);
         return;
     }
+    // Announce here, in the user's thread, as the io_uring route does: however late the watcher
+    // thread runs, a publish after this point has changed the word it first sleeps on. Announcing
+    // in the watcher would miss one that came before: if it stands behind a slot whose claimant
+    // died, workAt does not see it, and only stuckSlice above (ours alone) finds that slot.
+    const uint32_t seen = announceWaiter(wordOf(q));
+    if (workAt(q)) {
+        p.state.store(kFired, std::memory_order_relaxed);  // as above
+        signalFd(p);
+        return;
+    }
+    p.seen.store(seen, std::memory_order_relaxed);
     p.sliceNs.store(slice, std::memory_order_relaxed);
-    // Release: sliceNs and our cursor stores are visible to the watcher that sees kArmed.
+    // Release: seen, sliceNs and our cursor stores are visible to the watcher that sees kArmed.
     p.state.store(kArmed, std::memory_order_release);
     futexPrivate(p.state, FUTEX_WAKE, 1);
 }
