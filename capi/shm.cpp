@@ -111,11 +111,12 @@ int takeSlot(Queue &q, const Claim &c, void **slot) noexcept {
     return 0;
 }
 
-bool validPolicy(int policy) noexcept { return policy >= JOIN_SHM_SPSC && policy <= JOIN_SHM_MPMC; }
+bool validPolicy(int policy) noexcept { return policy >= JOIN_SHM_SPSC && policy <= JOIN_SHM_BROADCAST; }
 
 int checkOpenArguments(void *out, int policy, uint64_t elementSize, uint64_t capacity) noexcept {
     if (!out) return failStatic(EINVAL, "the output handle pointer is NULL");
-    if (!validPolicy(policy)) return fail(EINVAL, "policy %d is not SPSC (1), MPSC (2) or MPMC (3)", policy);
+    if (!validPolicy(policy))
+        return fail(EINVAL, "policy %d is not SPSC (1), MPSC (2), MPMC (3) or BROADCAST (4)", policy);
     if (elementSize == 0) return failStatic(EINVAL, "the element size is 0");
     if (capacity == 0) return failStatic(EINVAL, "the capacity is 0");
     return 0;
@@ -353,6 +354,11 @@ int join_shm_queue_stats(const join_shm_queue *handle, join_shm_stats *stats) no
     if (q->policy != JOIN_SHM_MPMC) s.consumer_pid = holdingPid(*q, h.consumer_holder.load(std::memory_order_relaxed));
     std::memcpy(stats, &s, s.size);  // a caller compiled against an older header gets what fits
     return 0;
+}
+
+uint64_t join_shm_lost(const join_shm_queue *handle) noexcept {
+    const Queue *q = inspectable(handle);
+    return q ? q->lost : 0;
 }
 
 uint64_t join_shm_element_size(const join_shm_queue *handle) noexcept {
