@@ -379,6 +379,8 @@ int join_shm_endpoint_open(join_shm_endpoint **out, const char *name, join_shm_p
         if (int r = checkOpenArguments(out, policyValue, element_size, capacity)) return r;
         if (sideValue != JOIN_SHM_SIDE_A && sideValue != JOIN_SHM_SIDE_B)
             return fail(EINVAL, "side %d is not SIDE_A (0) or SIDE_B (1)", sideValue);
+        if (policyValue == JOIN_SHM_BROADCAST)  // a duplex pair of one-to-many rings means nothing
+            return failStatic(EINVAL, "endpoints take policy SPSC, MPSC or MPMC, not BROADCAST");
         char normalised[kNameBufferSize];
         if (int r = normaliseName(name, "_AB", normalised)) return r;
         normalised[std::strlen(normalised) - 3] = '\0';  // checked with the suffix, kept without

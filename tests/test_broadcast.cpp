@@ -310,6 +310,9 @@ TEST_CASE("bad input: too many subscribers, a second publisher, mismatched param
     CHECK(join_shm_queue_open_ex(&q, other, JOIN_SHM_BROADCAST, JOIN_SHM_CONSUMER, 8, 16, &o) == -EINVAL);
     CHECK(join_shm_queue_open(&q, other, static_cast<join_shm_policy>(5), JOIN_SHM_CONSUMER, 8, 16) == -EINVAL);
     CHECK(q == nullptr);
+    join_shm_endpoint *e = nullptr;
+    CHECK(join_shm_endpoint_open(&e, other, JOIN_SHM_BROADCAST, JOIN_SHM_SIDE_A, 8, 16) == -EINVAL);
+    CHECK(std::string(join_shm_last_error_detail()).find("policy") != std::string::npos);
     CHECK(join_shm_lost(nullptr) == 0);
     join_shm_queue_close(s3);
     join_shm_queue_close(s1);
