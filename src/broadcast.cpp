@@ -60,13 +60,19 @@ uint64_t lagOf(const Queue &q, uint64_t position, uint64_t cursor) noexcept {
 // Block mode: the largest lag of any subscriber behind the publisher's next position, freeing the
 // records of dead subscribers that have gated us for the grace period.
 uint64_t scanGate(Queue &q, bool reclaim) noexcept {
-    // Seq_cst: the publisher's half of the join handshake (broadcast.hpp): our head store is
-    // ordered before the holding loads below, against the joiner's CAS before its head load.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // The publisher's half of the join handshake (broadcast.hpp): our head store is ordered before
+    // the loads below by the joiner's membarrier (waiterBarrier); where there is none, by a fence.
+    if (publisherMustFence.load(std::memory_order_relaxed))
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+    else
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+    // Relaxed: ordered by the barrier pairing above; clamped, as the segment may lie.
+    uint32_t used = q.header().subscribers_used.load(std::memory_order_relaxed);
+    if (used > q.segment.maxSubscribers) used = q.segment.maxSubscribers;
     uint64_t worst = 0;
-    bool judge = false;
-    if (reclaim && q.stuckSinceNs != 0) judge = monotonicNs() - q.stuckSinceNs >= kGraceNs;
-    for (uint32_t i = 0; i < q.segment.maxSubscribers; ++i) {
+    // Liveness (system calls) is judged only once we have been gated for the grace period.
+    const bool judge = reclaim && q.stuckSinceNs != 0 && monotonicNs() - q.stuckSinceNs >= kGraceNs;
+    for (uint32_t i = 0; i < used; ++i) {
         Subscriber &s = q.segment.subscribers[i];
         // Acquire: pairs with the joiner's CAS (and a previous holder's release at leave).
         uint32_t holding = s.holding.load(std::memory_order_acquire);
@@ -154,8 +160,15 @@ int openBroadcast(Queue &q) noexcept {
         // Acquire: pairs with a leaving holder's release (its cursor stores are done).
         uint32_t holding = s.holding.load(std::memory_order_acquire);
         if (holding != 0 && holdingAlive(q, holding)) continue;
+        // Make the publisher's rescans cover record i before we may hold it (seq_cst: as the CAS).
+        uint32_t used = h.subscribers_used.load(std::memory_order_relaxed);
+        while (used < i + 1 && !h.subscribers_used.compare_exchange_weak(used, i + 1, std::memory_order_seq_cst)) {
+        }
         // Seq_cst: the joiner's half of the handshake in broadcast.hpp (before the head load).
         if (!s.holding.compare_exchange_strong(holding, q.holding, std::memory_order_seq_cst)) continue;
+        // The barrier of the handshake: the publisher either sees our record in its next rescan,
+        // or we see every head it stored before that rescan (wait.hpp's asymmetric pairing).
+        waiterBarrier();
         const uint64_t head = h.head.load(std::memory_order_seq_cst);
         uint64_t start = head;
         if (q.joinAt == JOIN_SHM_JOIN_OLDEST) start = head > q.capacity ? head - q.capacity : 0;

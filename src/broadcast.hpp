@@ -20,8 +20,9 @@
 // p - capacity. It keeps the lowest cursor it saw (gate) and rescans the records only when the gate
 // says full. A subscriber stores its cursor with release after its copies (the publisher's acquire
 // in the rescan orders its overwrite after them) and wakes a gated publisher through not_full.
-// Joining (Dekker): a subscriber claims its record with a seq_cst CAS, then reads head (seq_cst)
-// and starts there. The publisher's rescan starts with a seq_cst fence after its head store. Either
+// Joining (Dekker): a subscriber raises subscribers_used (the rescan bound) and claims its record
+// with seq_cst CASes, pays a membarrier (wait.hpp's asymmetric barrier: the publisher's rescan
+// then needs no fence), then reads head and starts there. Either
 // the rescan sees the record, whose cursor is then either the new one or the previous holder's
 // (lower: conservative), or the joiner's head read sees everything published before the rescan,
 // so it starts at or above the gate the rescan computed, and nothing the publisher may write

@@ -122,7 +122,11 @@ struct alignas(2 * kCacheLine) Header {
     // Broadcast rings only (queues leave them 0): written once by the creator, checked on attach.
     uint32_t max_subscribers;  // Subscriber records after the participant table
     uint32_t overflow;         // JOIN_SHM_OVERFLOW_BLOCK or JOIN_SHM_OVERFLOW_OVERWRITE
-    uint64_t reserved1[4];
+    // Broadcast: one past the highest Subscriber record ever claimed, so the publisher's rescans
+    // read only those (bumped by joiners before they claim; untrusted: clamped by readers).
+    std::atomic<uint32_t> subscribers_used;
+    uint32_t reserved1a;
+    uint64_t reserved1[3];
 
     // Lines 2-3: next position to claim for producers. Written only by producers, so a lone
     // producer keeps the line in its own cache. Cursors get a 128-byte pair each: CPUs fetch lines
