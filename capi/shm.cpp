@@ -111,11 +111,12 @@ int takeSlot(Queue &q, const Claim &c, void **slot) noexcept {
     return 0;
 }
 
-bool validPolicy(int policy) noexcept { return policy >= JOIN_SHM_SPSC && policy <= JOIN_SHM_MPMC; }
+bool validPolicy(int policy) noexcept { return policy >= JOIN_SHM_SPSC && policy <= JOIN_SHM_BROADCAST; }
 
 int checkOpenArguments(void *out, int policy, uint64_t elementSize, uint64_t capacity) noexcept {
     if (!out) return failStatic(EINVAL, "the output handle pointer is NULL");
-    if (!validPolicy(policy)) return fail(EINVAL, "policy %d is not SPSC (1), MPSC (2) or MPMC (3)", policy);
+    if (!validPolicy(policy))
+        return fail(EINVAL, "policy %d is not SPSC (1), MPSC (2), MPMC (3) or BROADCAST (4)", policy);
     if (elementSize == 0) return failStatic(EINVAL, "the element size is 0");
     if (capacity == 0) return failStatic(EINVAL, "the capacity is 0");
     return 0;
@@ -355,6 +356,11 @@ int join_shm_queue_stats(const join_shm_queue *handle, join_shm_stats *stats) no
     return 0;
 }
 
+uint64_t join_shm_lost(const join_shm_queue *handle) noexcept {
+    const Queue *q = inspectable(handle);
+    return q ? q->lost : 0;
+}
+
 uint64_t join_shm_element_size(const join_shm_queue *handle) noexcept {
     const Queue *q = inspectable(handle);
     return q ? q->elementSize : 0;
@@ -373,6 +379,8 @@ int join_shm_endpoint_open(join_shm_endpoint **out, const char *name, join_shm_p
         if (int r = checkOpenArguments(out, policyValue, element_size, capacity)) return r;
         if (sideValue != JOIN_SHM_SIDE_A && sideValue != JOIN_SHM_SIDE_B)
             return fail(EINVAL, "side %d is not SIDE_A (0) or SIDE_B (1)", sideValue);
+        if (policyValue == JOIN_SHM_BROADCAST)  // a duplex pair of one-to-many rings means nothing
+            return failStatic(EINVAL, "endpoints take policy SPSC, MPSC or MPMC, not BROADCAST");
         char normalised[kNameBufferSize];
         if (int r = normaliseName(name, "_AB", normalised)) return r;
         normalised[std::strlen(normalised) - 3] = '\0';  // checked with the suffix, kept without

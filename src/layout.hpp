@@ -59,6 +59,19 @@ static_assert(sizeof(Participant) == kCacheLine);
 constexpr uint32_t kMaxParticipants = 128;     // handles open on one ring at once
 constexpr uint64_t kParticipantsOffset = 512;  // the table follows the Header
 
+// A broadcast subscriber's cursor (broadcast.cpp): who holds the record and the next position it
+// will read. One line each, so a subscriber advancing does not disturb the others. Broadcast rings
+// place max_subscribers of them after the participant table; queues have none.
+struct alignas(kCacheLine) Subscriber {
+    std::atomic<uint32_t> holding;  // 0: free; else the subscriber's holding (below)
+    uint32_t reserved0;
+    std::atomic<uint64_t> position;
+    uint64_t reserved[6];
+};
+static_assert(sizeof(Subscriber) == kCacheLine);
+constexpr uint32_t kMaxSubscribers = kMaxParticipants - 1;  // each subscriber is a participant, so is the publisher
+constexpr uint32_t kDefaultSubscribers = 64;
+
 // A holding: the record's index (bits 0..7) and its generation (bits 8..31); never 0, as generation 0
 // is skipped. Claim tags and the single-holder role words name holdings.
 constexpr uint32_t kGenerationMask = 0xffffff;
@@ -106,7 +119,14 @@ struct alignas(2 * kCacheLine) Header {
     std::atomic<uint32_t> consumer_holder;
     std::atomic<uint64_t> skipped;  // abandoned positions consumers stepped over
     uint64_t creator_identity;      // creator_pid with its start time (processIdentity)
-    uint64_t reserved1[5];
+    // Broadcast rings only (queues leave them 0): written once by the creator, checked on attach.
+    uint32_t max_subscribers;  // Subscriber records after the participant table
+    uint32_t overflow;         // JOIN_SHM_OVERFLOW_BLOCK or JOIN_SHM_OVERFLOW_OVERWRITE
+    // Broadcast: one past the highest Subscriber record ever claimed, so the publisher's rescans
+    // read only those (bumped by joiners before they claim; untrusted: clamped by readers).
+    std::atomic<uint32_t> subscribers_used;
+    uint32_t reserved1a;
+    uint64_t reserved1[3];
 
     // Lines 2-3: next position to claim for producers. Written only by producers, so a lone
     // producer keeps the line in its own cache. Cursors get a 128-byte pair each: CPUs fetch lines
@@ -127,6 +147,7 @@ static_assert(offsetof(Header, magic) == 0);
 static_assert(offsetof(Header, state) == 56);
 static_assert(offsetof(Header, producer_holder) == 64);
 static_assert(offsetof(Header, creator_identity) == 80);
+static_assert(offsetof(Header, max_subscribers) == 88);
 static_assert(offsetof(Header, head) == 128);
 static_assert(offsetof(Header, tail) == 256);
 static_assert(offsetof(Header, not_empty) == 384);
@@ -141,11 +162,13 @@ struct Geometry {
     uint64_t slots_offset;
     uint64_t total_size;
 };
+constexpr uint64_t kSubscribersOffset = kParticipantsOffset + kMaxParticipants * sizeof(Participant);
 
 // Keep segments far below what mmap could ever hand out, so that arithmetic on them never wraps.
 constexpr uint64_t kMaxSegmentSize = uint64_t{1} << 44;
 
-inline bool computeGeometry(uint64_t elementSize, uint64_t capacity, Geometry &g) noexcept {
+// subscribers: the Subscriber records of a broadcast ring (0 for queues, whose layout it leaves alone).
+inline bool computeGeometry(uint64_t elementSize, uint64_t capacity, Geometry &g, uint32_t subscribers = 0) noexcept {
     uint64_t headerOffset = 0, raw = 0, slots = 0, total = 0;
     if (__builtin_add_overflow(elementSize, uint64_t{7}, &headerOffset)) return false;
     headerOffset &= ~uint64_t{7};
@@ -154,7 +177,8 @@ inline bool computeGeometry(uint64_t elementSize, uint64_t capacity, Geometry &g
     // consumer reading slot i.
     const uint64_t stride = raw / kCacheLine * kCacheLine;
     if (__builtin_mul_overflow(stride, capacity, &slots)) return false;
-    constexpr uint64_t slotsOffset = kParticipantsOffset + kMaxParticipants * sizeof(Participant);
+    const uint64_t slotsOffset =
+        kParticipantsOffset + kMaxParticipants * sizeof(Participant) + uint64_t{subscribers} * sizeof(Subscriber);
     if (__builtin_add_overflow(slots, slotsOffset, &total)) return false;
     if (total > kMaxSegmentSize) return false;
     g = {headerOffset, stride, slotsOffset, total};

@@ -1,5 +1,6 @@
 #include "queue.hpp"
 
+#include "broadcast.hpp"
 #include "error.hpp"
 #include "participants.hpp"
 #include "poller.hpp"
@@ -29,8 +30,9 @@ const char *roleName(uint32_t role) noexcept { return role == JOIN_SHM_PRODUCER 
 
 // The shared word naming the holding of a single-holder role, or nullptr if the role is shared.
 std::atomic<uint32_t> *roleHolder(Queue &q) noexcept {
-    if (q.role == JOIN_SHM_PRODUCER) return q.policy == JOIN_SHM_SPSC ? &q.header().producer_holder : nullptr;
-    return q.policy == JOIN_SHM_MPMC ? nullptr : &q.header().consumer_holder;
+    if (q.role == JOIN_SHM_PRODUCER)
+        return q.policy == JOIN_SHM_SPSC || q.policy == JOIN_SHM_BROADCAST ? &q.header().producer_holder : nullptr;
+    return q.policy == JOIN_SHM_MPMC || q.policy == JOIN_SHM_BROADCAST ? nullptr : &q.header().consumer_holder;
 }
 
 int claimRole(Queue &q) noexcept {
@@ -101,6 +103,8 @@ int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uin
     out = nullptr;
     SegmentOptions segmentOptions{0, 0, 0};
     int64_t spinNs = kDefaultSpinNs;
+    Params params{policy, elementSize, capacity};
+    uint32_t joinAt = JOIN_SHM_JOIN_NEXT;
     if (options) {
         // Read only the fields the caller's struct has: it may come from an older header.
         join_shm_options o{};
@@ -114,6 +118,7 @@ int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uin
         if (o.mode & ~07777u) return fail(EINVAL, "options.mode 0%o is not a permission mode", o.mode);
         segmentOptions = {o.mode, o.open_timeout_ns, o.flags};
         if (o.spin_ns != 0) spinNs = o.spin_ns < 0 ? 0 : o.spin_ns;
+        if (int r = broadcastOptions(o, policy, params, joinAt)) return r;
     }
     registerPublisher();
     Queue *q = queuePool.take();
@@ -123,7 +128,8 @@ int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uin
     q->role = role;
     q->owner = currentProcess();
     q->spinNs = spinNs;
-    int r = openSegment(name, {policy, elementSize, capacity}, segmentOptions, q->segment);
+    q->joinAt = joinAt;
+    int r = openSegment(name, params, segmentOptions, q->segment);
     if (r == 0) {
         q->elementSize = elementSize;
         q->capacity = capacity;
@@ -132,13 +138,17 @@ int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uin
         q->mask = (capacity & (capacity - 1)) == 0 ? capacity - 1 : 0;
         r = joinParticipants(*q);
         if (r == 0 && (r = claimRole(*q)) != 0) leaveParticipants(*q);
+        if (r == 0 && policy == JOIN_SHM_BROADCAST && (r = openBroadcast(*q)) != 0) {
+            releaseRole(*q);
+            leaveParticipants(*q);
+        }
         if (r != 0) closeSegment(q->segment);
     }
     if (r != 0) {
         queuePool.give(q);
         return r;
     }
-    if (roleHolder(*q)) resumeLonePosition(*q);
+    if (roleHolder(*q) && policy != JOIN_SHM_BROADCAST) resumeLonePosition(*q);
     q->magic = kQueueMagic;
     out = q;
     return 0;
@@ -146,6 +156,7 @@ int openQueue(Queue *&out, const char *name, uint32_t policy, uint32_t role, uin
 
 void cancelOutstanding(Queue &q) noexcept {
     q.outstanding = false;
+    if (q.policy == JOIN_SHM_BROADCAST) return;  // nothing was published or freed: the position stays
     const Claim c{q.outstandingPosition, q.outstandingSlot};
     if (q.role == JOIN_SHM_PRODUCER) {
         // Claimed in the shared cursor: the position must be filled, and consumers skip it. The
@@ -166,6 +177,7 @@ void closeQueue(Queue *q) noexcept {
     if (q->owner == currentProcess()) {
         if (q->outstanding) cancelOutstanding(*q);
         if (q->held) releaseRead(*q, {q->heldPosition, q->heldSlot});  // MPMC: counts as consumed
+        if (q->policy == JOIN_SHM_BROADCAST) closeBroadcast(*q);
         releaseRole(*q);
         leaveParticipants(*q);
     }

@@ -58,6 +58,13 @@ struct Queue {
     char name[kNameBufferSize] = {};
     // The pollable fd and what keeps it armed (join_shm_queue_fd), made on first request.
     Poller *poller = nullptr;
+    // Broadcast (broadcast.hpp): the subscriber's own cursor record; the publisher's reading of the
+    // slowest subscriber (positions below gate + capacity are free), or the subscriber's head at join;
+    // messages this subscriber lost.
+    Subscriber *subscriber = nullptr;
+    uint32_t joinAt = 0;
+    uint64_t gate = 0;
+    uint64_t lost = 0;
 
     Header &header() const noexcept { return *segment.header; }
     bool lonePosition() const noexcept {

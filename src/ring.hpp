@@ -21,6 +21,7 @@
 // bounded, so a corrupt segment makes a call fail, never hang.
 #pragma once
 
+#include "broadcast.hpp"
 #include "participants.hpp"
 #include "queue.hpp"
 #include "wait.hpp"
@@ -95,6 +96,7 @@ inline bool shouldLookForStuck(Queue &q) noexcept { return ++q.idlePolls % kStuc
 
 // Producer: claims up to `want` consecutive free slots from the next position. 0 or -EAGAIN (full).
 [[gnu::always_inline]] inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
+    if (q.policy == JOIN_SHM_BROADCAST) return broadcastClaimForWrite(q, c, want);
     if (!sharedProducers(q)) {
         // SPSC: the consumer frees slots by moving tail alone (no store into the slot), so the
         // slot line travels one way only; we read tail again only when our last reading is used up.
@@ -149,6 +151,7 @@ inline bool shouldLookForStuck(Queue &q) noexcept { return ++q.idlePolls % kStuc
 
 // Producer: makes claimed slots visible as kFull (or kAbandoned, which consumers skip).
 inline void publish(Queue &q, const Claim &c, uint64_t state) noexcept {
+    if (q.policy == JOIN_SHM_BROADCAST) return broadcastPublish(q, c);
     SlotHeader *s = c.slot;
     for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
         // Release pairs with the consumer's acquire in claimForRead: the element is complete
@@ -164,6 +167,7 @@ inline void publish(Queue &q, const Claim &c, uint64_t state) noexcept {
 
 // Consumer: hands claimed slots back to producers (and steps the lone cursor).
 inline void releaseRead(Queue &q, const Claim &c) noexcept {
+    if (q.policy == JOIN_SHM_BROADCAST) return broadcastRelease(q, c);
     if (!sharedProducers(q)) {
         advanceLone(q, c.count);
         // Release pairs with the SPSC producer's acquire in claimForWrite: our reads of the
@@ -214,6 +218,7 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
 // Always inlined: the claim loops are the hot path, and with want known (1 for single calls) the
 // compiler folds the run scan; out of line they cost a call and the folding.
 [[gnu::always_inline]] inline int claimForRead(Queue &q, Claim &c, uint64_t want = 1) noexcept {
+    if (q.policy == JOIN_SHM_BROADCAST) return broadcastClaimForRead(q, c);
     if (q.held) {  // MPMC: an element this handle claimed earlier and gave back with cancel
         q.held = false;
         c = {q.heldPosition, q.heldSlot, 1};
@@ -271,6 +276,7 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
 // Always inlined, as the claims: out of line, single calls paid the batch loops (~200 instructions a
 // push and pop of 8 B against ~100 inlined, counted with callgrind).
 [[gnu::always_inline]] inline int64_t tryPushN(Queue &q, const unsigned char *from, uint64_t count) noexcept {
+    if (q.policy == JOIN_SHM_BROADCAST) return broadcastPublishN(q, from, count);
     Claim c;
     if (int r = claimForWrite(q, c, count)) return r;
     SlotHeader *s = c.slot;
@@ -281,6 +287,7 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
 }
 
 [[gnu::always_inline]] inline int64_t tryPopN(Queue &q, unsigned char *to, uint64_t count) noexcept {
+    if (q.policy == JOIN_SHM_BROADCAST) return broadcastReceiveN(q, to, count);
     Claim c;
     if (int r = claimForRead(q, c, count)) return r;
     SlotHeader *s = c.slot;
@@ -305,6 +312,7 @@ inline int tryPop(Queue &q, void *element) noexcept {
 // to retry at once because a slot was taken over.
 constexpr int64_t kStuckRecheckNs = 5'000'000;
 inline int64_t stuckSlice(Queue &q) noexcept {
+    if (q.policy == JOIN_SHM_BROADCAST) return broadcastSlice(q);
     Header &h = q.header();
     bool tookOver;
     if (q.role == JOIN_SHM_CONSUMER) {
@@ -320,6 +328,7 @@ inline int64_t stuckSlice(Queue &q) noexcept {
 
 // Counts from the two shared cursors, clamped: the segment may be lying or mid-update.
 inline uint64_t pendingCount(const Queue &q) noexcept {
+    if (q.policy == JOIN_SHM_BROADCAST) return broadcastPending(q);
     // Relaxed: a snapshot for inspection, exact only when nobody acts.
     const uint64_t tail = q.header().tail.load(std::memory_order_relaxed);
     const uint64_t head = q.header().head.load(std::memory_order_relaxed);

@@ -31,9 +31,17 @@ const char *policyName(uint64_t policy) noexcept {
             return "MPSC";
         case JOIN_SHM_MPMC:
             return "MPMC";
+        case JOIN_SHM_BROADCAST:
+            return "BROADCAST";
         default:
             return "unknown";
     }
+}
+
+const char *overflowName(uint32_t overflow) noexcept {
+    return overflow == JOIN_SHM_OVERFLOW_BLOCK       ? "block"
+           : overflow == JOIN_SHM_OVERFLOW_OVERWRITE ? "overwrite"
+                                                     : "unknown";
 }
 
 struct Path {
@@ -54,6 +62,9 @@ int mapSegment(int fd, uint64_t size, const SegmentOptions &options, Segment &ou
     out.header = static_cast<Header *>(base);
     out.participants = reinterpret_cast<Participant *>(static_cast<unsigned char *>(base) + kParticipantsOffset);
     out.slots = static_cast<unsigned char *>(base) + out.geometry.slots_offset;
+    out.subscribers = out.maxSubscribers
+                          ? reinterpret_cast<Subscriber *>(static_cast<unsigned char *>(base) + kSubscribersOffset)
+                          : nullptr;
     out.mapSize = size;
     return 0;
 }
@@ -83,12 +94,15 @@ int createSegment(const char *name, const Params &params, const SegmentOptions &
         h.total_size = out.geometry.total_size;
         h.creator_pid = static_cast<uint32_t>(getpid());
         h.creator_identity = processIdentity(h.creator_pid);
+        h.max_subscribers = out.maxSubscribers;
+        h.overflow = out.overflow;
         for (uint32_t i = 0; i < kMaxParticipants; ++i)
             out.participants[i].intent.store(kNoIntent, std::memory_order_relaxed);  // zero would claim position 0
         for (uint64_t i = 0; i < params.capacity; ++i) {
             auto *slot =
                 reinterpret_cast<SlotHeader *>(out.slots + i * out.geometry.slot_stride + out.geometry.header_offset);
-            slot->seq.store(4 * i + kFree, std::memory_order_relaxed);
+            // Broadcast seqs count 2 per position (broadcast.hpp): 0 is "nothing written yet".
+            slot->seq.store(params.policy == JOIN_SHM_BROADCAST ? 0 : 4 * i + kFree, std::memory_order_relaxed);
         }
         // Release: everything above is visible to whoever reads Ready with acquire (attachSegment).
         h.state.store(static_cast<uint32_t>(State::Ready), std::memory_order_release);
@@ -114,6 +128,28 @@ uint32_t readU32(const unsigned char *raw, size_t offset) noexcept {
     uint32_t v;
     std::memcpy(&v, raw + offset, sizeof v);
     return v;
+}
+
+// A broadcast ring's own parameters: within bounds, and as asked where the opener asked (0: take
+// the ring's). The geometry is then the one they give.
+int attachBroadcast(const unsigned char *raw, const char *name, const Params &params, Segment &out) noexcept {
+    if (params.policy != JOIN_SHM_BROADCAST) return 0;
+    const uint32_t subscribers = readU32(raw, offsetof(Header, max_subscribers));
+    const uint32_t overflow = readU32(raw, offsetof(Header, overflow));
+    if (subscribers == 0 || subscribers > kMaxSubscribers ||
+        (overflow != JOIN_SHM_OVERFLOW_BLOCK && overflow != JOIN_SHM_OVERFLOW_OVERWRITE))
+        return fail(EPROTO, "segment \"%s\" has a corrupt header (max_subscribers %u, overflow %u)", name, subscribers,
+                    overflow);
+    if (params.maxSubscribers && params.maxSubscribers != subscribers)
+        return fail(EINVAL, "segment \"%s\" has max_subscribers %u, opened with %u", name, subscribers,
+                    params.maxSubscribers);
+    if (params.overflow && params.overflow != overflow)
+        return fail(EINVAL, "segment \"%s\" has overflow mode %s, opened with %s", name, overflowName(overflow),
+                    overflowName(params.overflow));
+    out.maxSubscribers = subscribers;
+    out.overflow = overflow;
+    computeGeometry(params.elementSize, params.capacity, out.geometry, subscribers);  // fits: checked at open
+    return 0;
 }
 
 // Validates an existing segment before mapping it. The header is read with pread into a private
@@ -166,6 +202,7 @@ int attachSegment(int fd, const char *name, const Params &params, const SegmentO
     if (capacity != params.capacity)
         return fail(EINVAL, "segment \"%s\" has capacity %llu, opened with %llu", name, (unsigned long long)capacity,
                     (unsigned long long)params.capacity);
+    if (int r = attachBroadcast(raw, name, params, out)) return r;
     const Geometry &g = out.geometry;
     if (readU64(raw, offsetof(Header, slot_stride)) != g.slot_stride ||
         readU64(raw, offsetof(Header, slots_offset)) != g.slots_offset ||
@@ -215,7 +252,15 @@ int normaliseName(const char *name, const char *suffix, char (&out)[kNameBufferS
 
 int openSegment(const char *name, const Params &params, const SegmentOptions &options, Segment &out) noexcept {
     out = Segment{};
-    if (!computeGeometry(params.elementSize, params.capacity, out.geometry))
+    if (params.policy == JOIN_SHM_BROADCAST) {  // as created; an attach takes the ring's own
+        out.maxSubscribers = params.maxSubscribers ? params.maxSubscribers : kDefaultSubscribers;
+        out.overflow = params.overflow ? params.overflow : JOIN_SHM_OVERFLOW_BLOCK;
+    }
+    // With the most subscribers a ring may have: whatever an attach finds then fits too.
+    Geometry largest;
+    if (!computeGeometry(params.elementSize, params.capacity, out.geometry, out.maxSubscribers) ||
+        (params.policy == JOIN_SHM_BROADCAST &&
+         !computeGeometry(params.elementSize, params.capacity, largest, kMaxSubscribers)))
         return fail(EINVAL, "element size %llu times capacity %llu is too large for a segment",
                     (unsigned long long)params.elementSize, (unsigned long long)params.capacity);
     const int64_t timeout = options.openTimeoutNs > 0 ? options.openTimeoutNs : kDefaultOpenTimeoutNs;
@@ -255,6 +300,7 @@ void closeSegment(Segment &segment) noexcept {
     segment.header = nullptr;
     segment.participants = nullptr;
     segment.slots = nullptr;
+    segment.subscribers = nullptr;
     segment.mapSize = 0;
 }
 

@@ -16,6 +16,9 @@ struct Params {
     uint32_t policy;
     uint64_t elementSize;
     uint64_t capacity;
+    // Broadcast only: 0 takes what the ring has (attach) or the default (create).
+    uint32_t maxSubscribers = 0;
+    uint32_t overflow = 0;
 };
 
 struct SegmentOptions {
@@ -30,6 +33,11 @@ struct Segment {
     unsigned char *slots = nullptr;       // slot 0
     uint64_t mapSize = 0;
     Geometry geometry{};
+    // Broadcast: the Subscriber records, and the parameters as validated at open (the header's
+    // copies are untrusted afterwards).
+    Subscriber *subscribers = nullptr;
+    uint32_t maxSubscribers = 0;
+    uint32_t overflow = 0;
 };
 
 // Checks NAME ("x" or "/x"), strips the leading slash into out, and appends suffix (may be "").

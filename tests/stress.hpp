@@ -96,7 +96,10 @@ bool waitUntil(Pred pred, int64_t timeoutNs = 10'000'000'000) {
 }
 
 inline const char *policyName(join_shm_policy policy) {
-    return policy == JOIN_SHM_SPSC ? "SPSC" : policy == JOIN_SHM_MPSC ? "MPSC" : "MPMC";
+    return policy == JOIN_SHM_SPSC   ? "SPSC"
+           : policy == JOIN_SHM_MPSC ? "MPSC"
+           : policy == JOIN_SHM_MPMC ? "MPMC"
+                                     : "BROADCAST";
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -222,7 +222,7 @@ TEST_CASE("zero sizes and sizes whose product overflows are refused", "[errors]"
 
 TEST_CASE("unknown policy, role and side values are refused", "[errors]") {
     test::ShmName name;
-    for (int policy : {0, 4, -1, 0x7fffffff}) {
+    for (int policy : {0, 5, -1, 0x7fffffff}) {
         checkOpenFails(name, policy, JOIN_SHM_PRODUCER, 8, 4, -EINVAL, {"policy"});
         join_shm_endpoint *e = kSentinelEndpoint;
         CHECK_FAILS(join_shm_endpoint_open(&e, name, static_cast<join_shm_policy>(policy), JOIN_SHM_SIDE_A, 8, 4),

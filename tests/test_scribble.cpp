@@ -115,9 +115,10 @@ struct Plan {
     uint64_t callsPerParticipant;
 };
 
-layout::Geometry geometry() {
+// Broadcast rings are opened with the default max_subscribers, whose records come before the slots.
+layout::Geometry geometry(join_shm_policy policy) {
     layout::Geometry g{};
-    layout::computeGeometry(kElementSize, kCapacity, g);
+    layout::computeGeometry(kElementSize, kCapacity, g, policy == JOIN_SHM_BROADCAST ? layout::kDefaultSubscribers : 0);
     return g;
 }
 
@@ -136,6 +137,8 @@ public:
         options_.size = sizeof options_;
         options_.open_timeout_ns = kOpenTimeoutNs;
         options_.spin_ns = index % 2 ? -1 : 0;  // one sleeps at once, one spins first
+        // Broadcast: block mode, asked for explicitly, so that a scribbled mode is refused at reopen.
+        if (plan.policy == JOIN_SHM_BROADCAST) options_.overflow = JOIN_SHM_OVERFLOW_BLOCK;
         std::snprintf(who_, sizeof who_, "%s %u", role == JOIN_SHM_PRODUCER ? "producer" : "consumer", index);
     }
 
@@ -228,7 +231,7 @@ private:
         return path_;
     }
     bool isSlot(const void *p) const {
-        static const layout::Geometry g = geometry();
+        const layout::Geometry g = geometry(plan_.policy);
         const auto at = reinterpret_cast<uintptr_t>(p);
         for (const auto &m : mappings_) {
             if (at < m.first + g.slots_offset || m.second - m.first < g.total_size) continue;
@@ -486,12 +489,14 @@ void scribble(const char *name, const Plan &plan, Shared &shared, unsigned parti
         offsetof(Header, producer_holder),
         offsetof(Header, consumer_holder),
         offsetof(Header, skipped),
+        offsetof(Header, max_subscribers),
+        offsetof(Header, overflow),
         offsetof(Header, head),
         offsetof(Header, tail),
         offsetof(Header, not_empty),
         offsetof(Header, not_full),
     };
-    const layout::Geometry g = geometry();
+    const layout::Geometry g = geometry(plan.policy);
     Rng rng(uint64_t{plan.policy} << 8 | uint64_t{plan.mode == Mode::Threads});
     const uint64_t maxWrites = stress::scaled(2'000'000, 1000);
     uint64_t writes = 0, restoreAt = 64 + rng.below(448), identityRestoreAt = 0;
@@ -637,7 +642,10 @@ void runScribbled(const Plan &plan) {
 
 std::vector<Plan> plans(Mode mode) {
     const uint64_t calls = stress::scaled(3000, 200);
-    return {{JOIN_SHM_SPSC, mode, 1, 1, calls}, {JOIN_SHM_MPSC, mode, 2, 1, calls}, {JOIN_SHM_MPMC, mode, 2, 2, calls}};
+    return {{JOIN_SHM_SPSC, mode, 1, 1, calls},
+            {JOIN_SHM_MPSC, mode, 2, 1, calls},
+            {JOIN_SHM_MPMC, mode, 2, 2, calls},
+            {JOIN_SHM_BROADCAST, mode, 1, 2, calls}};
 }
 
 }  // namespace
@@ -670,9 +678,11 @@ TEST_CASE("an attach to a segment whose header was scribbled over fails cleanly 
                              offsetof(Header, producer_holder),
                              offsetof(Header, consumer_holder),
                              offsetof(Header, head),
-                             offsetof(Header, tail)};
+                             offsetof(Header, tail),
+                             offsetof(Header, max_subscribers),
+                             offsetof(Header, overflow)};
     Rng rng(7);
-    for (join_shm_policy policy : {JOIN_SHM_SPSC, JOIN_SHM_MPSC, JOIN_SHM_MPMC}) {
+    for (join_shm_policy policy : {JOIN_SHM_SPSC, JOIN_SHM_MPSC, JOIN_SHM_MPMC, JOIN_SHM_BROADCAST}) {
         for (size_t field : fields) {
             for (int k = 0; k < 6; ++k) {
                 INFO(stress::policyName(policy) << ", header offset " << field << ", value #" << k);
@@ -708,7 +718,9 @@ TEST_CASE("an attach to a segment whose header was scribbled over fails cleanly 
                 if (q) {
                     unsigned char element[kElementSize];
                     const int p = join_shm_try_pop(q, element);
-                    CHECK((p == 0 || p == -EAGAIN || p == -EPROTO));
+                    // A broadcast ring whose mode was scribbled to overwrite may report an overrun.
+                    CHECK(
+                        (p == 0 || p == -EAGAIN || p == -EPROTO || (policy == JOIN_SHM_BROADCAST && p == -EOVERFLOW)));
                     CHECK(join_shm_pending(q) <= kCapacity);
                     join_shm_queue_close(q);
                 }

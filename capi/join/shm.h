@@ -44,7 +44,14 @@ typedef struct join_shm_queue join_shm_queue;
 typedef struct join_shm_endpoint join_shm_endpoint;
 
 /* Pinned values: never renumbered, never reused. */
-typedef enum join_shm_policy { JOIN_SHM_SPSC = 1, JOIN_SHM_MPSC = 2, JOIN_SHM_MPMC = 3 } join_shm_policy;
+/* JOIN_SHM_BROADCAST since 1.2: one publisher (PRODUCER), many subscribers (CONSUMER), each of
+   which receives every message published after it joined. */
+typedef enum join_shm_policy {
+    JOIN_SHM_SPSC = 1,
+    JOIN_SHM_MPSC = 2,
+    JOIN_SHM_MPMC = 3,
+    JOIN_SHM_BROADCAST = 4
+} join_shm_policy;
 typedef enum join_shm_role { JOIN_SHM_PRODUCER = 1, JOIN_SHM_CONSUMER = 2 } join_shm_role;
 typedef enum join_shm_side { JOIN_SHM_SIDE_A = 0, JOIN_SHM_SIDE_B = 1 } join_shm_side;
 
@@ -64,7 +71,19 @@ typedef struct join_shm_options {
     int64_t spin_ns;         /* how long a blocking call spins before sleeping; 0 = default
                                 (20 us, or 1 ms right after this thread woke a sleeping peer,
                                 whose answer is then due); negative = sleep at once */
+    /* Since 1.2, broadcast rings only. max_subscribers and overflow are part of the ring: an
+       attach giving other values than the ring's (0 takes the ring's) is -EINVAL. */
+    uint32_t max_subscribers; /* subscribers admitted at once (at most 127); 0 means 64 */
+    uint32_t overflow;        /* JOIN_SHM_OVERFLOW_*; 0 means BLOCK */
+    uint32_t join_at;         /* JOIN_SHM_JOIN_*; 0 means NEXT */
+    uint32_t reserved;        /* 0 */
 } join_shm_options;
+
+/* Since 1.2: broadcast overflow modes and where a new subscriber starts. */
+#define JOIN_SHM_OVERFLOW_BLOCK 1u     /* the publisher waits for the slowest live subscriber */
+#define JOIN_SHM_OVERFLOW_OVERWRITE 2u /* the publisher never waits; laggards lose the oldest */
+#define JOIN_SHM_JOIN_NEXT 1u          /* the next message published after it joined */
+#define JOIN_SHM_JOIN_OLDEST 2u        /* the oldest message still in the ring */
 
 /* (major << 16) | (minor << 8) | patch of the library actually loaded. */
 JOIN_SHM_API uint32_t join_shm_version(void) JOIN_SHM_NOEXCEPT;
@@ -200,6 +219,17 @@ typedef struct join_shm_wait_item {
     int ready;
 } join_shm_wait_item;
 JOIN_SHM_API int join_shm_wait_any(join_shm_wait_item *items, uint32_t n, int64_t timeout_ns) JOIN_SHM_NOEXCEPT;
+
+/* Since 1.2: broadcast rings, opened with join_shm_queue_open(_ex) and policy JOIN_SHM_BROADCAST.
+   PRODUCER is the publisher (one at a time: -EBUSY, taken over from a dead holder, which is
+   succeeded at the position it reached); CONSUMER is a subscriber (-EBUSY past max_subscribers;
+   a dead one stops gating the publisher and its place is reclaimed). Every consumer call works
+   on a subscriber. In OVERWRITE mode a subscriber that was overrun gets -EOVERFLOW from its next
+   pop-family call (the detail says how many it lost); the call after returns the oldest message
+   still in the ring. Zero-copy (reserve/commit, peek/release) works in BLOCK mode only
+   (-EOPNOTSUPP in OVERWRITE mode: a slot may be overwritten while in use).
+   join_shm_lost: messages this subscriber lost to overruns since it joined; 0 otherwise. */
+JOIN_SHM_API uint64_t join_shm_lost(const join_shm_queue *q) JOIN_SHM_NOEXCEPT;
 
 #ifdef __cplusplus
 }

@@ -37,7 +37,8 @@ __all__ = [
     "SPSC", "MPSC", "MPMC", "PRODUCER", "CONSUMER", "SIDE_A", "SIDE_B", "PREFAULT", "MLOCK",
     "ALLOW_OTHER_OWNER", "Policy", "Role", "Side", "JoinShmError", "JoinShmTimeoutError",
     "JoinShmInvalidError", "Queue", "Producer", "Consumer", "Endpoint", "version", "unlink",
-    "endpoint_unlink", "library_path",
+    "endpoint_unlink", "library_path", "BROADCAST", "OVERFLOW_BLOCK", "OVERFLOW_OVERWRITE", "JOIN_NEXT",
+    "JOIN_OLDEST",
 ]
 
 
@@ -45,6 +46,7 @@ class Policy(enum.IntEnum):
     SPSC = 1
     MPSC = 2
     MPMC = 3
+    BROADCAST = 4  # since 1.2: one publisher (PRODUCER), many subscribers (CONSUMER)
 
 
 class Role(enum.IntEnum):
@@ -57,7 +59,11 @@ class Side(enum.IntEnum):
     SIDE_B = 1
 
 
-SPSC, MPSC, MPMC = Policy.SPSC, Policy.MPSC, Policy.MPMC
+SPSC, MPSC, MPMC, BROADCAST = Policy.SPSC, Policy.MPSC, Policy.MPMC, Policy.BROADCAST
+
+# Broadcast rings (since 1.2): join_shm_options.overflow and join_at.
+OVERFLOW_BLOCK, OVERFLOW_OVERWRITE = 1, 2
+JOIN_NEXT, JOIN_OLDEST = 1, 2
 PRODUCER, CONSUMER = Role.PRODUCER, Role.CONSUMER
 SIDE_A, SIDE_B = Side.SIDE_A, Side.SIDE_B
 
@@ -109,6 +115,10 @@ class _Options(ctypes.Structure):
         ("open_timeout_ns", _c_int64),
         ("flags", _c_uint64),
         ("spin_ns", _c_int64),
+        ("max_subscribers", _c_uint32),  # since 1.2, broadcast rings only
+        ("overflow", _c_uint32),
+        ("join_at", _c_uint32),
+        ("reserved", _c_uint32),
     ]
 
 
@@ -173,6 +183,7 @@ _timed_peek = _declare("join_shm_timed_peek", _c_int, _vp, ctypes.POINTER(_vp), 
 _cancel = _declare("join_shm_cancel", _c_int, _vp, optional=True)
 # Since 1.2: waiting from an event loop.
 _queue_fd = _declare("join_shm_queue_fd", _c_int, _vp, optional=True)
+_lost = _declare("join_shm_lost", _c_uint64, _vp, optional=True)
 _endpoint_fd = _declare("join_shm_endpoint_fd", _c_int, _vp, optional=True)
 
 
@@ -391,21 +402,26 @@ class Queue(_Handle):
     mode: permission bits for a segment this call creates (None: 0600). open_timeout: seconds to
     wait for a peer still initialising the segment (None: the library's 1 s). spin_ns: how long
     blocking calls spin before sleeping (None: library default; 0 or less: sleep at once).
-    flags: PREFAULT | MLOCK | ALLOW_OTHER_OWNER.
+    flags: PREFAULT | MLOCK | ALLOW_OTHER_OWNER. Broadcast rings (policy BROADCAST): max_subscribers,
+    overflow (OVERFLOW_BLOCK or OVERFLOW_OVERWRITE) and join_at (JOIN_NEXT or JOIN_OLDEST); None
+    takes the ring's (or the default when creating). An overrun subscriber's pop raises
+    JoinShmError with errno EOVERFLOW once; lost says how many messages it lost.
     """
 
     _close_call = staticmethod(_queue_close)
     _fd_call = staticmethod(_queue_fd) if _queue_fd is not None else None
 
     def __init__(self, name, policy, role, element_size, capacity, *, mode=None, open_timeout=None, spin_ns=None,
-                 flags=0):
+                 flags=0, max_subscribers=None, overflow=None, join_at=None):
         self._h = None
         self.name = name
         if element_size < 0 or capacity < 0:
             raise ValueError("element_size and capacity must not be negative")
         opts = None
-        if mode is not None or open_timeout is not None or spin_ns is not None or flags:
-            opts = _Options(size=ctypes.sizeof(_Options), flags=flags)
+        broadcast = (max_subscribers, overflow, join_at)
+        if mode is not None or open_timeout is not None or spin_ns is not None or flags or broadcast != (None,) * 3:
+            opts = _Options(size=ctypes.sizeof(_Options), flags=flags, max_subscribers=max_subscribers or 0,
+                            overflow=overflow or 0, join_at=join_at or 0)
             if mode is not None:
                 opts.mode = mode
             if open_timeout is not None:
@@ -528,6 +544,13 @@ class Queue(_Handle):
     @property
     def capacity(self):
         return _capacity(self._handle())
+
+    @property
+    def lost(self):
+        """Broadcast subscriber: messages lost to overruns since it joined (since 1.2)."""
+        if _lost is None:
+            raise JoinShmError(_errno.ENOSYS, "this libjoin-shm predates broadcast rings", "join_shm_lost", self.name)
+        return _lost(self._handle())
 
     @property
     def element_size(self):

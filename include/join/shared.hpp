@@ -700,6 +700,75 @@ struct Mpmc {
     using Endpoint = BasicEndpoint<JOIN_SHM_MPMC>;
 };
 
+/// Since 1.2: one publisher, many subscribers, each of which receives every message published
+/// after it joined. Shaped like the other policies' Producer/Consumer; open() passes the broadcast
+/// options. A subscriber's pops fail with std::errc::value_too_large (EOVERFLOW) once after it was
+/// overrun in Overwrite mode; lost() says how many messages it lost in all.
+struct Broadcast {
+    static constexpr join_shm_policy policy = JOIN_SHM_BROADCAST;
+    /// Fixed when the ring is created; Default takes the ring's (Block when creating).
+    enum class Overflow : uint32_t {
+        Default = 0,
+        Block = JOIN_SHM_OVERFLOW_BLOCK,
+        Overwrite = JOIN_SHM_OVERFLOW_OVERWRITE
+    };
+    enum class JoinAt : uint32_t { Next = JOIN_SHM_JOIN_NEXT, Oldest = JOIN_SHM_JOIN_OLDEST };
+
+    class Publisher : public BasicProducer<JOIN_SHM_BROADCAST> {
+    public:
+        /// maxSubscribers 0: the ring's (64 when creating).
+        explicit Publisher(const std::string &name, uint64_t elementSize = 1472, uint64_t capacity = 144,
+                           Overflow overflow = Overflow::Default, uint32_t maxSubscribers = 0)
+            : BasicProducer(name, elementSize, capacity), overflow_(overflow), maxSubscribers_(maxSubscribers) {}
+        int open() noexcept {
+            return openBroadcast(handle_, name_, elementSize_, capacity_, JOIN_SHM_PRODUCER, overflow_, maxSubscribers_,
+                                 JoinAt::Next);
+        }
+
+    private:
+        Overflow overflow_;
+        uint32_t maxSubscribers_;
+    };
+
+    class Subscriber : public BasicConsumer<JOIN_SHM_BROADCAST> {
+    public:
+        explicit Subscriber(const std::string &name, uint64_t elementSize = 1472, uint64_t capacity = 144,
+                            JoinAt joinAt = JoinAt::Next, Overflow overflow = Overflow::Default,
+                            uint32_t maxSubscribers = 0)
+            : BasicConsumer(name, elementSize, capacity),
+              joinAt_(joinAt),
+              overflow_(overflow),
+              maxSubscribers_(maxSubscribers) {}
+        int open() noexcept {
+            return openBroadcast(handle_, name_, elementSize_, capacity_, JOIN_SHM_CONSUMER, overflow_, maxSubscribers_,
+                                 joinAt_);
+        }
+        /// Messages this subscriber lost to overruns since it joined (Overwrite mode); 0 when closed.
+        uint64_t lost() const noexcept { return join_shm_lost(handle_); }
+
+    private:
+        JoinAt joinAt_;
+        Overflow overflow_;
+        uint32_t maxSubscribers_;
+    };
+
+private:
+    static int openBroadcast(join_shm_queue *&handle, const std::string &name, uint64_t elementSize, uint64_t capacity,
+                             join_shm_role role, Overflow overflow, uint32_t maxSubscribers, JoinAt joinAt) noexcept {
+        if (handle) return detail::fail(Errc::InUse, "the object is already open");
+        join_shm_options o{};
+        o.size = sizeof o;
+        o.overflow = static_cast<uint32_t>(overflow);
+        o.max_subscribers = maxSubscribers;
+        o.join_at = static_cast<uint32_t>(joinAt);
+        join_shm_queue *q = nullptr;
+        const int rc = detail::result(
+            join_shm_queue_open_ex(&q, name.c_str(), JOIN_SHM_BROADCAST, role, elementSize, capacity, &o));
+        if (rc == 0) handle = q;
+        return rc;
+    }
+};
+
 }  // namespace join
 
 #endif  // JOIN_SHARED_HPP

@@ -79,6 +79,8 @@ Fields parse(const unsigned char *raw) {
     f.tail = read<uint64_t>(raw, offsetof(Header, tail));
     f.notEmpty = read<uint32_t>(raw, offsetof(Header, not_empty) + offsetof(WaitWord, word));
     f.notFull = read<uint32_t>(raw, offsetof(Header, not_full) + offsetof(WaitWord, word));
+    f.maxSubscribers = read<uint32_t>(raw, offsetof(Header, max_subscribers));
+    f.overflow = read<uint32_t>(raw, offsetof(Header, overflow));
     return f;
 }
 
@@ -92,7 +94,10 @@ std::string format(const char *fmt, unsigned long long a, unsigned long long b =
 std::string validate(const Fields &f, uint64_t fileSize, Geometry &g) {
     if (f.elementSize == 0) return "element size is 0";
     if (f.capacity == 0) return "capacity is 0";
-    if (!computeGeometry(f.elementSize, f.capacity, g))
+    const bool broadcast = f.policy == 4;  // JOIN_SHM_BROADCAST
+    if (broadcast && (f.maxSubscribers == 0 || f.maxSubscribers > kMaxSubscribers))
+        return format("max_subscribers is %llu, at most %llu are allowed", f.maxSubscribers, kMaxSubscribers);
+    if (!computeGeometry(f.elementSize, f.capacity, g, broadcast ? f.maxSubscribers : 0))
         return format("element size %llu times capacity %llu is too large for a segment", f.elementSize, f.capacity);
     if (f.slotStride != g.slot_stride)
         return format("slot stride is %llu, its element size %llu needs %llu", f.slotStride, f.elementSize,
@@ -181,6 +186,31 @@ SlotSummary summarise(int fd, const Fields &f, const Geometry &g) {
 
 }  // namespace
 
+// A broadcast ring's subscriber records in use (max_subscribers was validated with the geometry).
+std::vector<Subscriber> readSubscribers(int fd, const Segment &s) {
+    using Record = join::shm::Subscriber;
+    std::vector<unsigned char> raw(s.f.maxSubscribers * sizeof(Record));
+    const ssize_t got = preadFully(fd, raw.data(), raw.size(), static_cast<off_t>(join::shm::kSubscribersOffset));
+    const size_t records = got < 0 ? 0 : static_cast<size_t>(got) / sizeof(Record);
+    std::vector<Subscriber> out;
+    for (size_t i = 0; i < records; ++i) {
+        const unsigned char *record = raw.data() + i * sizeof(Record);
+        const auto holding = read<uint32_t>(record, offsetof(Record, holding));
+        if (holding == 0) continue;
+        Subscriber sub;
+        sub.index = static_cast<uint32_t>(i);
+        for (const Participant &p : s.participants)
+            if (p.index == holdingIndex(holding) && p.generation == holdingGeneration(holding)) {
+                sub.pid = p.pid;
+                sub.alive = p.alive;
+            }
+        const uint64_t lag = s.f.head - read<uint64_t>(record, offsetof(Record, position));
+        sub.lag = lag > s.f.capacity ? s.f.capacity : lag;
+        out.push_back(sub);
+    }
+    return out;
+}
+
 Segment inspect(int dirFd, const std::string &name, bool summariseSlots) {
     Segment s;
     s.name = name;
@@ -240,8 +270,8 @@ Segment inspect(int dirFd, const std::string &name, bool summariseSlots) {
     s.creatorAlive = creatorAlive(f.creatorPid, f.creatorIdentity);
     if (f.version != kLayoutVersion)
         s.corruptWhy = format("layout version %llu, this tool reads version %llu", f.version, kLayoutVersion);
-    else if (f.policy < 1 || f.policy > 3)
-        s.corruptWhy = format("policy %llu is none of SPSC (1), MPSC (2), MPMC (3)", f.policy);
+    else if (f.policy < 1 || f.policy > 4)
+        s.corruptWhy = format("policy %llu is none of SPSC (1), MPSC (2), MPMC (3), BROADCAST (4)", f.policy);
     else if (f.state != static_cast<uint32_t>(State::Ready) && f.state != static_cast<uint32_t>(State::Initialising))
         s.corruptWhy = format("state %llu is neither initialising (0) nor ready (1)", f.state);
     else if (f.state == static_cast<uint32_t>(State::Initialising))
@@ -255,6 +285,7 @@ Segment inspect(int dirFd, const std::string &name, bool summariseSlots) {
     const auto diff = static_cast<int64_t>(f.head - f.tail);
     s.pending = diff <= 0 ? 0 : static_cast<uint64_t>(diff) > f.capacity ? f.capacity : static_cast<uint64_t>(diff);
     s.participants = readParticipants(fd.fd, s.participantsShort);
+    if (s.f.policy == 4) s.subscribers = readSubscribers(fd.fd, s);
     s.producer = roleOf(f.producerHolding, f.policy != 1, 1, s.participants);  // only SPSC has one producer
     s.consumer = roleOf(f.consumerHolding, f.policy == 3, 2, s.participants);  // MPMC has many consumers
     s.consumersSleep = (f.notEmpty & 1) != 0;
@@ -281,6 +312,8 @@ const char *policyName(uint32_t policy) {
             return "MPSC";
         case 3:
             return "MPMC";
+        case 4:
+            return "BROADCAST";
         default:
             return "?";
     }

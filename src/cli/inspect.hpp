@@ -21,7 +21,16 @@ struct Fields {
     uint32_t state = 0, creatorPid = 0, producerHolding = 0, consumerHolding = 0;
     uint64_t creatorIdentity = 0;
     uint64_t skipped = 0, head = 0, tail = 0;
-    uint32_t notEmpty = 0, notFull = 0;  // futex words; bit 0: somebody sleeps on it
+    uint32_t notEmpty = 0, notFull = 0;         // futex words; bit 0: somebody sleeps on it
+    uint32_t maxSubscribers = 0, overflow = 0;  // broadcast rings
+};
+
+// A broadcast subscriber record in use: its holder (through the participant table) and its lag.
+struct Subscriber {
+    uint32_t index = 0;  // in the subscriber records
+    uint32_t pid = 0;    // 0 when its holding names no record in use
+    bool alive = false;
+    uint64_t lag = 0;  // head - its position, clamped to [0, capacity]
 };
 
 // A record in use in the segment's participant table: a handle open on the ring, or left by a
@@ -79,6 +88,7 @@ struct Segment {
     Geometry geometry{};
     uint64_t pending = 0;                   // head - tail, clamped to [0, capacity]: a snapshot
     std::vector<Participant> participants;  // the records in use, by index
+    std::vector<Subscriber> subscribers;    // broadcast rings: the subscriber records in use
     bool participantsShort = false;         // the file shrank while the table was read
     Role producer, consumer;
     bool consumersSleep = false, producersSleep = false;

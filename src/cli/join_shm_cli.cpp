@@ -478,6 +478,12 @@ void printStat(const Options &o, const Segment &s) {
         for (const cli::Participant &p : s.participants)
             fmt::print("  #{:<4} {:<9} pid {:<17} generation {:<8} {}\n", p.index, participantRole(p.role),
                        pidText(p.pid, p.alive), p.generation, intentText(p.intent));
+        if (f.policy == 4) {  // broadcast (the tool does not include <join/shm.h>)
+            line("subscribers", fmt::format("{} of {} ({} mode)", s.subscribers.size(), f.maxSubscribers,
+                                            f.overflow == 2 ? "overwrite" : "block"));
+            for (const cli::Subscriber &sub : s.subscribers)
+                fmt::print("  #{:<4} pid {:<17} lag {}\n", sub.index, pidText(sub.pid, sub.alive), sub.lag);
+        }
         line("sleepers", sleepersText(s));
         line("skipped", std::to_string(f.skipped));
         if (s.slots.done)
@@ -583,6 +589,15 @@ std::string statJson(const Options &o, const Segment &s, const std::string &endp
         for (const cli::Participant &p : s.participants)
             participants += (participants.empty() ? "" : ",") + participantJson(p);
         j.add("participants", "[" + participants + "]");
+        std::string subscribers;
+        for (const cli::Subscriber &sub : s.subscribers)
+            subscribers += (subscribers.empty() ? "" : ",") + JsonObject()
+                                                                  .add("index", uint64_t{sub.index})
+                                                                  .add("pid", uint64_t{sub.pid})
+                                                                  .add("alive", sub.alive)
+                                                                  .add("lag", sub.lag)
+                                                                  .str();
+        j.add("subscribers", "[" + subscribers + "]");
         j.add("participants_note", s.participantsShort ? quote("the file shrank while the table was read") : kNull);
     } else {
         j.add("geometry", kNull).add("slots", kNull).add("slots_note", kNull);

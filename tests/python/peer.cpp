@@ -72,6 +72,10 @@ int layout() {
     FIELD(join_shm_options, open_timeout_ns);
     FIELD(join_shm_options, flags);
     FIELD(join_shm_options, spin_ns);
+    FIELD(join_shm_options, max_subscribers);
+    FIELD(join_shm_options, overflow);
+    FIELD(join_shm_options, join_at);
+    FIELD(join_shm_options, reserved);
     std::printf("join_shm_stats %zu\n", sizeof(join_shm_stats));
     FIELD(join_shm_stats, size);
     FIELD(join_shm_stats, policy);

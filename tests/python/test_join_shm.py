@@ -355,6 +355,31 @@ def check_peer(peer_path, base, count):
         join_shm.unlink(name + "_s")
 
 
+def check_broadcast(base):
+    """a broadcast ring: every subscriber gets every message; an overrun one gets EOVERFLOW and lost"""
+    name = base + "_bc"
+    join_shm.unlink(name)
+    try:
+        pub = join_shm.Producer(name, join_shm.BROADCAST, 8, 4, overflow=join_shm.OVERFLOW_OVERWRITE)
+        subs = [join_shm.Consumer(name, join_shm.BROADCAST, 8, 4) for _ in range(2)]
+        pub.push(struct.pack("<Q", 1))
+        for sub in subs:
+            expect(struct.unpack("<Q", sub.pop(1.0))[0] == 1, "a subscriber missed message 1")
+        for i in range(10):
+            pub.try_push(struct.pack("<Q", 100 + i))
+        try:
+            subs[0].try_pop()
+            raise Failure("an overrun subscriber did not get EOVERFLOW")
+        except join_shm.JoinShmError as e:
+            expect(e.errno == errno.EOVERFLOW, "overrun gave errno %d" % e.errno)
+        expect(subs[0].lost == 7, "lost is %d, expected 7" % subs[0].lost)
+        expect(struct.unpack("<Q", subs[0].try_pop())[0] == 107, "not resumed at the oldest")
+        for x in [pub] + subs:
+            x.close()
+    finally:
+        join_shm.unlink(name)
+
+
 def main(argv):
     if len(argv) not in (2, 3):
         print("usage: test_join_shm.py PEER [COUNT]", file=sys.stderr)
@@ -366,7 +391,7 @@ def main(argv):
     try:
         major, minor, _ = join_shm.version()
         expect((major, minor) >= (1, 1), "library version %d.%d, the module needs 1.1" % (major, minor))
-        for check in (check_layout, check_queue, check_signals, check_endpoint):
+        for check in (check_layout, check_queue, check_signals, check_endpoint, check_broadcast):
             begin = time.monotonic()
             check(peer if check is check_layout else base)
             print("ok   %s (%.2f s)" % (check.__doc__.split("\n")[0], time.monotonic() - begin))

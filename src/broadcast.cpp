@@ -1,0 +1,336 @@
+// Broadcast rings; the protocol and its reasons are in broadcast.hpp.
+#include "broadcast.hpp"
+
+#include "error.hpp"
+#include "participants.hpp"
+#include "ring.hpp"
+
+#include <cerrno>
+
+namespace join::shm {
+
+namespace {
+
+// As recovery.cpp's: how long a subscriber must gate the publisher before we ask whether it lives.
+constexpr int64_t kGraceNs = 2'000'000;
+
+bool overwriting(const Queue &q) noexcept { return q.segment.overflow == JOIN_SHM_OVERFLOW_OVERWRITE; }
+
+uint64_t completeSeq(uint64_t position) noexcept { return 2 * position + 2; }
+
+// Element copies as 8-byte relaxed atomics: a subscriber may read a slot the publisher is
+// overwriting (overwrite mode, or a JOIN_OLDEST subscriber's first lap); the seqlock check then
+// discards the copy, and no access is a C++ data race. Slots are 8-byte aligned and the element
+// area is rounded up to 8 bytes (computeGeometry), so the last word stays inside the slot.
+void storeElement(unsigned char *slot, const unsigned char *from, uint64_t size) noexcept {
+    auto *words = reinterpret_cast<uint64_t *>(slot);
+    uint64_t i = 0;
+    for (; (i + 1) * 8 <= size; ++i) {
+        uint64_t w;
+        std::memcpy(&w, from + i * 8, 8);
+        __atomic_store_n(&words[i], w, __ATOMIC_RELAXED);  // ordered by the seq stores around it
+    }
+    if (i * 8 < size) {
+        uint64_t w = 0;
+        std::memcpy(&w, from + i * 8, size - i * 8);
+        __atomic_store_n(&words[i], w, __ATOMIC_RELAXED);
+    }
+}
+
+void loadElement(unsigned char *to, const unsigned char *slot, uint64_t size) noexcept {
+    auto *words = reinterpret_cast<const uint64_t *>(slot);
+    uint64_t i = 0;
+    for (; (i + 1) * 8 <= size; ++i) {
+        const uint64_t w = __atomic_load_n(&words[i], __ATOMIC_RELAXED);  // validated by the seq re-read
+        std::memcpy(to + i * 8, &w, 8);
+    }
+    if (i * 8 < size) {
+        const uint64_t w = __atomic_load_n(&words[i], __ATOMIC_RELAXED);
+        std::memcpy(to + i * 8, &w, size - i * 8);
+    }
+}
+
+// A subscriber's position as the publisher must respect it: how far behind `position` it is,
+// clamped to the capacity (a record that lies, or a previous holder's old cursor, only gates).
+uint64_t lagOf(const Queue &q, uint64_t position, uint64_t cursor) noexcept {
+    const uint64_t lag = position - cursor;
+    return lag > q.capacity ? q.capacity : lag;
+}
+
+// Block mode: the largest lag of any subscriber behind the publisher's next position, freeing the
+// records of dead subscribers that have gated us for the grace period.
+uint64_t scanGate(Queue &q, bool reclaim) noexcept {
+    // The publisher's half of the join handshake (broadcast.hpp): our head store is ordered before
+    // the loads below by the joiner's membarrier (waiterBarrier); where there is none, by a fence.
+    if (publisherMustFence.load(std::memory_order_relaxed))
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+    else
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+    // Relaxed: ordered by the barrier pairing above; clamped, as the segment may lie.
+    uint32_t used = q.header().subscribers_used.load(std::memory_order_relaxed);
+    if (used > q.segment.maxSubscribers) used = q.segment.maxSubscribers;
+    uint64_t worst = 0;
+    // Liveness (system calls) is judged only once we have been gated for the grace period.
+    const bool judge = reclaim && q.stuckSinceNs != 0 && monotonicNs() - q.stuckSinceNs >= kGraceNs;
+    for (uint32_t i = 0; i < used; ++i) {
+        Subscriber &s = q.segment.subscribers[i];
+        // Acquire: pairs with the joiner's CAS (and a previous holder's release at leave).
+        uint32_t holding = s.holding.load(std::memory_order_acquire);
+        if (holding == 0) continue;
+        // Acquire: pairs with the subscriber's release store after its copies; we may then
+        // overwrite the slots below its cursor.
+        const uint64_t lag = lagOf(q, q.position, s.position.load(std::memory_order_acquire));
+        if (lag >= q.capacity && judge && !holdingAlive(q, holding)) {
+            // Release: nothing to publish, but keeps the record's hand-over a release sequence.
+            s.holding.compare_exchange_strong(holding, 0, std::memory_order_release, std::memory_order_relaxed);
+            continue;
+        }
+        if (lag > worst) worst = lag;
+    }
+    if (judge) q.stuckSinceNs = 0;  // judged: give the survivors another grace period
+    if (reclaim) {
+        if (worst < q.capacity)
+            q.stuckSinceNs = 0;
+        else if (q.stuckSinceNs == 0)
+            q.stuckSinceNs = monotonicNs();
+    }
+    return worst;
+}
+
+// Where an overrun subscriber at `position` goes on: the oldest position it can expect to read
+// whole (broadcast.hpp), never behind where it was.
+uint64_t resumeAfterOverrun(const Queue &q, uint64_t position) noexcept {
+    // Acquire: a head that says the slot was reused covers the positions below it.
+    const uint64_t head = q.header().head.load(std::memory_order_acquire);
+    // With one slot, that slot is the oldest (and perhaps being overwritten: then overrun again).
+    const uint64_t oldest = head - q.capacity + (q.capacity > 1 ? 1 : 0);
+    return static_cast<int64_t>(oldest - position) > 0 ? oldest : position + 1;
+}
+
+void storeCursor(Queue &q) noexcept {
+    // Release: pairs with scanGate's acquire: our copies out of the slots below are done.
+    q.subscriber->position.store(q.position, std::memory_order_release);
+    if (!overwriting(q)) notify(q.header().not_full);
+}
+
+void moveTo(Queue &q, uint64_t position) noexcept {
+    q.position = position;
+    q.index = indexOf(q, position);
+}
+
+}  // namespace
+
+int broadcastOptions(const join_shm_options &o, uint32_t policy, Params &params, uint32_t &joinAt) noexcept {
+    if (o.size < offsetof(join_shm_options, reserved) + sizeof o.reserved) return 0;  // an older caller
+    if (policy != JOIN_SHM_BROADCAST) {
+        if (o.max_subscribers || o.overflow || o.join_at)
+            return fail(EINVAL, "max_subscribers, overflow and join_at are for broadcast rings; this one is policy %u",
+                        policy);
+    } else if (o.max_subscribers > kMaxSubscribers) {
+        return fail(EINVAL, "options.max_subscribers is %u, at most %u are allowed", o.max_subscribers,
+                    kMaxSubscribers);
+    } else if (o.overflow > JOIN_SHM_OVERFLOW_OVERWRITE) {
+        return fail(EINVAL, "options.overflow %u is not BLOCK (1) or OVERWRITE (2)", o.overflow);
+    } else if (o.join_at > JOIN_SHM_JOIN_OLDEST) {
+        return fail(EINVAL, "options.join_at %u is not NEXT (1) or OLDEST (2)", o.join_at);
+    }
+    if (o.reserved) return fail(EINVAL, "options.reserved is %u, it must be 0", o.reserved);
+    params.maxSubscribers = o.max_subscribers;
+    params.overflow = o.overflow;
+    if (o.join_at) joinAt = o.join_at;
+    return 0;
+}
+
+int openBroadcast(Queue &q) noexcept {
+    Header &h = q.header();
+    if (q.role == JOIN_SHM_PRODUCER) {
+        // Relaxed: ordered by claimRole's acquire. The predecessor may have died after completing
+        // slots and before storing head: step over what is complete, at most a lap.
+        uint64_t position = h.head.load(std::memory_order_relaxed);
+        for (uint64_t n = 0; n < q.capacity; ++n, ++position)
+            // Acquire: as a subscriber's; a complete slot stays published.
+            if (slotOf(q, position)->seq.load(std::memory_order_acquire) != completeSeq(position)) break;
+        moveTo(q, position);
+        h.head.store(position, std::memory_order_release);  // release: as in broadcastPublish
+        q.gate = position - q.capacity;                     // unknown: the first claim rescans
+        return 0;
+    }
+    for (uint32_t i = 0; i < q.segment.maxSubscribers; ++i) {
+        Subscriber &s = q.segment.subscribers[i];
+        // Acquire: pairs with a leaving holder's release (its cursor stores are done).
+        uint32_t holding = s.holding.load(std::memory_order_acquire);
+        if (holding != 0 && holdingAlive(q, holding)) continue;
+        // Make the publisher's rescans cover record i before we may hold it (seq_cst: as the CAS).
+        uint32_t used = h.subscribers_used.load(std::memory_order_relaxed);
+        while (used < i + 1 && !h.subscribers_used.compare_exchange_weak(used, i + 1, std::memory_order_seq_cst)) {
+        }
+        // Seq_cst: the joiner's half of the handshake in broadcast.hpp (before the head load).
+        if (!s.holding.compare_exchange_strong(holding, q.holding, std::memory_order_seq_cst)) continue;
+        // The barrier of the handshake: the publisher either sees our record in its next rescan,
+        // or we see every head it stored before that rescan (wait.hpp's asymmetric pairing).
+        waiterBarrier();
+        const uint64_t head = h.head.load(std::memory_order_seq_cst);
+        uint64_t start = head;
+        if (q.joinAt == JOIN_SHM_JOIN_OLDEST) start = head > q.capacity ? head - q.capacity : 0;
+        s.position.store(start, std::memory_order_seq_cst);  // seq_cst: as the CAS
+        q.subscriber = &s;
+        q.gate = head;  // for a subscriber: where the history a JOIN_OLDEST one may lose ends
+        moveTo(q, start);
+        return 0;
+    }
+    return fail(EBUSY, "segment \"%s\" has %u subscribers already, its max_subscribers", q.name,
+                q.segment.maxSubscribers);
+}
+
+void closeBroadcast(Queue &q) noexcept {
+    if (!q.subscriber) return;
+    uint32_t self = q.holding;
+    // Release: our copies are done before a later holder or the publisher acquires the record.
+    q.subscriber->holding.compare_exchange_strong(self, 0, std::memory_order_release, std::memory_order_relaxed);
+    q.subscriber = nullptr;
+    notify(q.header().not_full);  // a publisher gated by us may go on
+}
+
+int broadcastClaimForWrite(Queue &q, Claim &c, uint64_t want) noexcept {
+    uint64_t room = q.capacity;
+    if (!overwriting(q)) {
+        uint64_t used = q.position - q.gate;
+        if (used >= q.capacity || q.capacity - used < want) {
+            used = scanGate(q, true);
+            q.gate = q.position - used;
+            if (used >= q.capacity) return -EAGAIN;
+        }
+        room = q.capacity - used;
+    }
+    c = {q.position, slotAt(q, q.index), want < room ? want : room};
+    SlotHeader *s = c.slot;
+    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
+        s->seq.store(completeSeq(c.position + i) - 1, std::memory_order_relaxed);
+    // Release fence: the odd seqs above are visible before any element store that follows, so a
+    // subscriber whose copy saw part of a new element re-reads a changed seq (seqlock writer).
+    std::atomic_thread_fence(std::memory_order_release);
+    return 0;
+}
+
+void broadcastPublish(Queue &q, const Claim &c) noexcept {
+    SlotHeader *s = c.slot;
+    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
+        // Release: pairs with the subscriber's acquire of seq; the element is complete.
+        s->seq.store(completeSeq(c.position + i), std::memory_order_release);
+    advanceLone(q, c.count);
+    // Release: for a successor (openBroadcast) and the overrun resume, which read it with acquire.
+    q.header().head.store(q.position, std::memory_order_release);
+    notify(q.header().not_empty);
+}
+
+int64_t broadcastPublishN(Queue &q, const unsigned char *from, uint64_t count) noexcept {
+    Claim c;
+    if (int r = broadcastClaimForWrite(q, c, count)) return r;
+    SlotHeader *s = c.slot;
+    for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
+        storeElement(elementOf(q, s), from + i * q.elementSize, q.elementSize);
+    broadcastPublish(q, c);
+    return static_cast<int64_t>(c.count);
+}
+
+int64_t broadcastReceiveN(Queue &q, unsigned char *to, uint64_t count) noexcept {
+    uint64_t n = 0;
+    for (int attempt = 0; n < count && attempt < kMaxClaimAttempts; ++attempt) {
+        SlotHeader *slot = slotAt(q, q.index);
+        const uint64_t want = completeSeq(q.position);
+        // Acquire: pairs with broadcastPublish's release; the element is complete.
+        const uint64_t seq = slot->seq.load(std::memory_order_acquire);
+        if (seq == want) {
+            loadElement(to + n * q.elementSize, elementOf(q, slot), q.elementSize);
+            // Acquire fence: our element loads happen before the re-read; a publisher that began
+            // overwriting (odd seq, then its release fence) before any of them is seen below.
+            std::atomic_thread_fence(std::memory_order_acquire);
+            if (slot->seq.load(std::memory_order_relaxed) == want) {
+                ++n;
+                advanceLone(q, 1);
+                continue;
+            }
+        } else if (static_cast<int64_t>(seq - want) < 0) {
+            break;  // not published yet
+        }
+        // Overwritten: overrun. Deliver what we have first; the next call reports the loss.
+        if (n > 0) break;
+        const uint64_t from = q.position;
+        if (!overwriting(q)) {  // block mode: a JOIN_OLDEST first lap; from the join on nothing is lost
+            moveTo(q, static_cast<int64_t>(q.gate - from) > 0 ? q.gate : resumeAfterOverrun(q, from));
+            storeCursor(q);
+            continue;
+        }
+        moveTo(q, resumeAfterOverrun(q, from));
+        storeCursor(q);
+        q.lost += q.position - from;
+        return fail(EOVERFLOW, "subscriber of \"%s\" was overrun and lost %llu messages (%llu in all)", q.name,
+                    (unsigned long long)(q.position - from), (unsigned long long)q.lost);
+    }
+    if (n == 0) return -EAGAIN;
+    storeCursor(q);
+    return static_cast<int64_t>(n);
+}
+
+int broadcastClaimForRead(Queue &q, Claim &c) noexcept {
+    if (overwriting(q))
+        return fail(EOPNOTSUPP, "\"%s\" is an overwrite-mode broadcast ring: its slots cannot be lent out", q.name);
+    for (int attempt = 0; attempt < kMaxClaimAttempts; ++attempt) {
+        SlotHeader *slot = slotAt(q, q.index);
+        const uint64_t want = completeSeq(q.position);
+        const uint64_t seq = slot->seq.load(std::memory_order_acquire);  // acquire: as in broadcastReceiveN
+        if (seq == want) {
+            // Our cursor is below this position, so the publisher cannot reuse the slot until release.
+            c = {q.position, slot, 1};
+            return 0;
+        }
+        if (static_cast<int64_t>(seq - want) < 0) return -EAGAIN;
+        // A JOIN_OLDEST first lap, as in broadcastReceiveN.
+        moveTo(q, static_cast<int64_t>(q.gate - q.position) > 0 ? q.gate : resumeAfterOverrun(q, q.position));
+        storeCursor(q);
+    }
+    return -EAGAIN;
+}
+
+void broadcastRelease(Queue &q, const Claim &c) noexcept {
+    advanceLone(q, c.count);
+    storeCursor(q);
+}
+
+int64_t broadcastSlice(Queue &q) noexcept {
+    // A gated publisher looks for dead subscribers every grace period: nobody wakes it for them.
+    if (q.role != JOIN_SHM_PRODUCER || overwriting(q)) return 0;
+    return q.stuckSinceNs ? kGraceNs : 0;
+}
+
+uint64_t broadcastLag(const Queue &q, uint64_t position) noexcept {
+    // Relaxed: a snapshot for inspection.
+    return lagOf(q, q.header().head.load(std::memory_order_relaxed), position);
+}
+
+uint64_t broadcastPending(const Queue &q) noexcept {
+    if (q.role == JOIN_SHM_CONSUMER)
+        return q.subscriber ? broadcastLag(q, q.subscriber->position.load(std::memory_order_relaxed)) : 0;
+    if (overwriting(q)) return 0;  // nothing waits for the publisher
+    uint64_t worst = 0;
+    for (uint32_t i = 0; i < q.segment.maxSubscribers; ++i) {
+        const Subscriber &s = q.segment.subscribers[i];
+        // Relaxed: a snapshot for inspection.
+        if (s.holding.load(std::memory_order_relaxed) == 0) continue;
+        const uint64_t lag = broadcastLag(q, s.position.load(std::memory_order_relaxed));
+        if (lag > worst) worst = lag;
+    }
+    return worst;
+}
+
+bool broadcastWorkAt(const Queue &q) noexcept {
+    if (q.role == JOIN_SHM_PRODUCER) return overwriting(q) || broadcastPending(q) < q.capacity;
+    if (!q.subscriber) return false;
+    // Relaxed: our own cursor, stored by the handle's thread (or read by a watcher after the
+    // acquire of its arming); the slot's seq decides.
+    const uint64_t position = q.subscriber->position.load(std::memory_order_relaxed);
+    const uint64_t seq = slotOf(q, position)->seq.load(std::memory_order_acquire);  // acquire: as receive
+    return static_cast<int64_t>(seq - completeSeq(position)) >= 0;
+}
+
+}  // namespace join::shm
