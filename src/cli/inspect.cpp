@@ -286,8 +286,10 @@ Segment inspect(int dirFd, const std::string &name, bool summariseSlots) {
     s.pending = diff <= 0 ? 0 : static_cast<uint64_t>(diff) > f.capacity ? f.capacity : static_cast<uint64_t>(diff);
     s.participants = readParticipants(fd.fd, s.participantsShort);
     if (s.f.policy == 4) s.subscribers = readSubscribers(fd.fd, s);
-    s.producer = roleOf(f.producerHolding, f.policy != 1, 1, s.participants);  // only SPSC has one producer
-    s.consumer = roleOf(f.consumerHolding, f.policy == 3, 2, s.participants);  // MPMC has many consumers
+    // SPSC and broadcast rings have one producer (the publisher), named by producer_holder; MPMC
+    // and broadcast rings have many consumers (subscribers), found in the participant table.
+    s.producer = roleOf(f.producerHolding, f.policy == 2 || f.policy == 3, 1, s.participants);
+    s.consumer = roleOf(f.consumerHolding, f.policy == 3 || f.policy == 4, 2, s.participants);
     s.consumersSleep = (f.notEmpty & 1) != 0;
     s.producersSleep = (f.notFull & 1) != 0;
     if (summariseSlots) s.slots = summarise(fd.fd, f, s.geometry);

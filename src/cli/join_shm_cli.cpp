@@ -222,6 +222,24 @@ std::string roleText(const Role &r) {
     return text;
 }
 
+// A broadcast ring's CONSUMER cell: "4123 (alive) lag 0, 4130 (dead) lag 1024", counting past
+// kHoldersShown as roleText does.
+std::string subscribersText(const Segment &s) {
+    if (s.subscribers.empty()) return "-";
+    std::string text;
+    size_t aliveRest = 0;
+    for (size_t i = 0; i < s.subscribers.size(); ++i) {
+        const cli::Subscriber &sub = s.subscribers[i];
+        if (i < kHoldersShown)
+            text += (i ? ", " : "") + pidText(sub.pid, sub.alive) + " lag " + std::to_string(sub.lag);
+        else
+            aliveRest += sub.alive ? 1 : 0;
+    }
+    if (s.subscribers.size() > kHoldersShown)
+        text += fmt::format(", +{} more ({} alive)", s.subscribers.size() - kHoldersShown, aliveRest);
+    return text;
+}
+
 const char *participantRole(uint32_t role) { return role == 1 ? "producer" : role == 2 ? "consumer" : "unknown"; }
 
 // An intent is 2 * position + side (layout.hpp): the cursor its holder was about to move.
@@ -276,6 +294,19 @@ std::string roleJson(const Role &r) {
                    JsonObject().add("index", uint64_t{p.index}).add("pid", uint64_t{p.pid}).add("alive", p.alive).str();
     o.add("holders", "[" + holders + "]");
     return o.str();
+}
+
+// A broadcast ring's subscriber records in use, for ls and stat.
+std::string subscribersJson(const Segment &s) {
+    std::string subscribers;
+    for (const cli::Subscriber &sub : s.subscribers)
+        subscribers += (subscribers.empty() ? "" : ",") + JsonObject()
+                                                              .add("index", uint64_t{sub.index})
+                                                              .add("pid", uint64_t{sub.pid})
+                                                              .add("alive", sub.alive)
+                                                              .add("lag", sub.lag)
+                                                              .str();
+    return "[" + subscribers + "]";
 }
 
 // Status words for JSON: one of ready, initialising, corrupt, not join-shm, not a regular file,
@@ -390,8 +421,11 @@ int commandLs(const Options &o) {
 
     if (o.json) {
         std::string out = "{" + quote("dir") + ":" + quote(o.dir) + "," + quote("segments") + ":[";
-        for (size_t i = 0; i < shown.size(); ++i)
-            out += (i ? ",\n" : "\n") + summaryJson(shown[i], endpointOf(shown[i].name)).str();
+        for (size_t i = 0; i < shown.size(); ++i) {
+            JsonObject ring = summaryJson(shown[i], endpointOf(shown[i].name));
+            if (isReady(shown[i]) && shown[i].f.policy == 4) ring.add("subscribers", subscribersJson(shown[i]));
+            out += (i ? ",\n" : "\n") + ring.str();
+        }
         out += shown.empty() ? "]}\n" : "\n]}\n";
         fmt::print("{}", out);
         return kOk;
@@ -411,7 +445,7 @@ int commandLs(const Options &o) {
             r[3] = std::to_string(s.f.capacity);
             r[4] = std::to_string(s.pending);
             r[5] = roleText(s.producer);
-            r[6] = roleText(s.consumer);
+            r[6] = s.f.policy == 4 ? subscribersText(s) : roleText(s.consumer);  // broadcast: with lags
             r[7] = sleepersText(s);
             r[8] = std::to_string(s.f.skipped);
         }
@@ -589,15 +623,7 @@ std::string statJson(const Options &o, const Segment &s, const std::string &endp
         for (const cli::Participant &p : s.participants)
             participants += (participants.empty() ? "" : ",") + participantJson(p);
         j.add("participants", "[" + participants + "]");
-        std::string subscribers;
-        for (const cli::Subscriber &sub : s.subscribers)
-            subscribers += (subscribers.empty() ? "" : ",") + JsonObject()
-                                                                  .add("index", uint64_t{sub.index})
-                                                                  .add("pid", uint64_t{sub.pid})
-                                                                  .add("alive", sub.alive)
-                                                                  .add("lag", sub.lag)
-                                                                  .str();
-        j.add("subscribers", "[" + subscribers + "]");
+        j.add("subscribers", subscribersJson(s));
         j.add("participants_note", s.participantsShort ? quote("the file shrank while the table was read") : kNull);
     } else {
         j.add("geometry", kNull).add("slots", kNull).add("slots_note", kNull);

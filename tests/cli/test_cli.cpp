@@ -844,6 +844,63 @@ TEST_CASE("ls lists every producer and consumer of a shared ring with its pid, a
     checkShared((*ring)["consumer"], {{3, c0, true}, {4, c1, false}, {5, static_cast<uint64_t>(getpid()), true}});
 }
 
+TEST_CASE("ls and stat list a broadcast ring's publisher and each subscriber with its pid and lag", "[cli]") {
+    test::ShmName name("clib");
+    join_shm_options o{};
+    o.size = sizeof o;
+    o.max_subscribers = 4;
+    join_shm_queue *pub = nullptr, *first = nullptr, *second = nullptr;
+    REQUIRE(join_shm_queue_open_ex(&pub, name, JOIN_SHM_BROADCAST, JOIN_SHM_PRODUCER, 64, 16, &o) == 0);
+    REQUIRE(join_shm_queue_open_ex(&first, name, JOIN_SHM_BROADCAST, JOIN_SHM_CONSUMER, 64, 16, &o) == 0);
+    REQUIRE(join_shm_queue_open_ex(&second, name, JOIN_SHM_BROADCAST, JOIN_SHM_CONSUMER, 64, 16, &o) == 0);
+    char message[64] = {};
+    for (int i = 0; i < 3; ++i)
+        REQUIRE(join_shm_try_push(pub, message) == 0);
+    REQUIRE(join_shm_try_pop(first, message) == 0);  // first lags 2, second 3
+    const uint64_t self = static_cast<uint64_t>(getpid());
+    const std::string alive = std::to_string(self) + " (alive)";
+
+    Run r = cli({"ls", "--json"});
+    REQUIRE(r.status == 0);
+    Json ls = parseJson(r.out);
+    const Json *ring = listed(ls, name.name);
+    REQUIRE(ring != nullptr);
+    CHECK((*ring)["policy"].text == "BROADCAST");
+    CHECK_FALSE((*ring)["producer"]["many"].flag());  // one publisher
+    CHECK((*ring)["producer"]["pid"].u64() == self);
+    CHECK((*ring)["consumer"]["many"].flag());
+    const std::vector<Json> &subs = (*ring)["subscribers"].items;
+    REQUIRE(subs.size() == 2);
+    for (const Json &sub : subs) {
+        CHECK(sub["pid"].u64() == self);
+        CHECK(sub["alive"].flag());
+    }
+    CHECK(subs[0]["lag"].u64() == 2);
+    CHECK(subs[1]["lag"].u64() == 3);
+
+    r = cli({"ls"});
+    REQUIRE(r.status == 0);
+    INFO("ls:\n" << r.out);
+    CHECK(row(r.out, name.name).find(" " + alive + " lag 2, " + alive + " lag 3 ") != std::string::npos);
+
+    r = cli({"stat", "--json", name.name});
+    REQUIRE(r.status == 0);
+    Json st = parseJson(r.out);
+    REQUIRE(st["subscribers"].items.size() == 2);
+    CHECK(st["subscribers"].items[1]["lag"].u64() == 3);
+
+    join_shm_queue_close(second);
+    r = cli({"ls", "--json"});
+    REQUIRE(r.status == 0);
+    ls = parseJson(r.out);
+    ring = listed(ls, name.name);
+    REQUIRE(ring != nullptr);
+    REQUIRE((*ring)["subscribers"].items.size() == 1);  // a closed subscriber frees its record
+    CHECK((*ring)["subscribers"].items[0]["lag"].u64() == 2);
+    join_shm_queue_close(first);
+    join_shm_queue_close(pub);
+}
+
 TEST_CASE("An endpoint's two rings are listed as one endpoint, and rm of the endpoint name removes both", "[cli]") {
     test::ShmName name("clie");
     join_shm_endpoint *a = nullptr, *b = nullptr;
