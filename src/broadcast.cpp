@@ -212,7 +212,7 @@ int broadcastClaimForWrite(Queue &q, Claim &c, uint64_t want) noexcept {
     return 0;
 }
 
-void broadcastPublish(Queue &q, const Claim &c) noexcept {
+void broadcastPublish(Queue &q, Claim c) noexcept {
     SlotHeader *s = c.slot;
     for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
         // Release: pairs with the subscriber's acquire of seq; the element is complete.
@@ -292,7 +292,7 @@ int broadcastClaimForRead(Queue &q, Claim &c) noexcept {
     return -EAGAIN;
 }
 
-void broadcastRelease(Queue &q, const Claim &c) noexcept {
+void broadcastRelease(Queue &q, Claim c) noexcept {
     advanceLone(q, c.count);
     storeCursor(q);
 }

@@ -73,11 +73,12 @@ int openBroadcast(Queue &q) noexcept;
 void closeBroadcast(Queue &q) noexcept;
 
 int broadcastClaimForWrite(Queue &q, Claim &c, uint64_t want) noexcept;
-void broadcastPublish(Queue &q, const Claim &c) noexcept;
+// By value, as the queue paths call them: see claimForWrite in ring.hpp.
+void broadcastPublish(Queue &q, Claim c) noexcept;
 int64_t broadcastPublishN(Queue &q, const unsigned char *from, uint64_t count) noexcept;
 int64_t broadcastReceiveN(Queue &q, unsigned char *to, uint64_t count) noexcept;
 int broadcastClaimForRead(Queue &q, Claim &c) noexcept;
-void broadcastRelease(Queue &q, const Claim &c) noexcept;
+void broadcastRelease(Queue &q, Claim c) noexcept;
 int64_t broadcastSlice(Queue &q) noexcept;
 uint64_t broadcastPending(const Queue &q) noexcept;
 bool broadcastWorkAt(const Queue &q) noexcept;
