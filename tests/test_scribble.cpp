@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdarg>
@@ -195,9 +196,10 @@ private:
     }
 
     int open() {
+        const std::vector<Mapping> before = segmentMappings();
         const int r = join_shm_queue_open_ex(&q_, name_, plan_.policy, role_, kElementSize, kCapacity, &options_);
         outstanding_ = false;
-        if (r == 0) findMappings();
+        if (r == 0) findMappings(before);
         return r;
     }
     int close() {
@@ -206,14 +208,17 @@ private:
         return 0;
     }
 
-    // This process's mappings of the segment, found by inode in /proc/self/maps (a creator maps
-    // its file before it has a name, so the path shown may not be the ring's).
-    void findMappings() {
-        mappings_.clear();
-        struct stat st;
-        if (stat(path(), &st) != 0) return;
+    struct Mapping {
+        uintptr_t start, end;
+        unsigned long inode;
+        bool operator==(const Mapping &o) const { return start == o.start && end == o.end && inode == o.inode; }
+    };
+
+    // This process's whole-file mappings of shared files, from /proc/self/maps.
+    static std::vector<Mapping> segmentMappings() {
+        std::vector<Mapping> found;
         FILE *f = std::fopen("/proc/self/maps", "re");
-        if (!f) return;
+        if (!f) return found;
         char line[512];
         while (std::fgets(line, sizeof line, f)) {
             unsigned long start = 0, end = 0, offset = 0, inode = 0;
@@ -221,10 +226,24 @@ private:
             char perms[8];
             if (std::sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &offset, &major, &minor, &inode) ==
                     7 &&
-                inode == st.st_ino && offset == 0)
-                mappings_.emplace_back(start, end);
+                inode != 0 && offset == 0 && perms[3] == 's')
+                found.push_back({start, end, inode});
         }
         std::fclose(f);
+        return found;
+    }
+
+    // The mappings this handle may point into: those of the file the name links now (a creator
+    // maps its file before it has a name, so the path shown in the maps may not be the ring's), and
+    // those that appeared while it opened (a peer may have replaced a stale segment under the name
+    // since, leaving this handle on the unlinked one).
+    void findMappings(const std::vector<Mapping> &before) {
+        mappings_.clear();
+        struct stat st;
+        const unsigned long named = stat(path(), &st) == 0 ? st.st_ino : 0;
+        for (const Mapping &m : segmentMappings())
+            if (m.inode == named || std::find(before.begin(), before.end(), m) == before.end())
+                mappings_.emplace_back(m.start, m.end);
     }
     const char *path() {
         std::snprintf(path_, sizeof path_, "/dev/shm/%s", name_);
