@@ -11,9 +11,6 @@ namespace join::shm {
 
 namespace {
 
-// As recovery.cpp's: how long a subscriber must gate the publisher before we ask whether it lives.
-constexpr int64_t kGraceNs = 2'000'000;
-
 bool overwriting(const Queue &q) noexcept { return q.segment.overflow == JOIN_SHM_OVERFLOW_OVERWRITE; }
 
 uint64_t completeSeq(uint64_t position) noexcept { return 2 * position + 2; }
@@ -71,7 +68,7 @@ uint64_t scanGate(Queue &q, bool reclaim) noexcept {
     if (used > q.segment.maxSubscribers) used = q.segment.maxSubscribers;
     uint64_t worst = 0;
     // Liveness (system calls) is judged only once we have been gated for the grace period.
-    const bool judge = reclaim && q.stuckSinceNs != 0 && monotonicNs() - q.stuckSinceNs >= kGraceNs;
+    const bool judge = reclaim && q.stuckSinceNs != 0 && monotonicNs() - q.stuckSinceNs >= kClaimGraceNs;
     for (uint32_t i = 0; i < used; ++i) {
         Subscriber &s = q.segment.subscribers[i];
         // Acquire: pairs with the joiner's CAS (and a previous holder's release at leave).
@@ -300,7 +297,7 @@ void broadcastRelease(Queue &q, Claim c) noexcept {
 int64_t broadcastSlice(Queue &q) noexcept {
     // A gated publisher looks for dead subscribers every grace period: nobody wakes it for them.
     if (q.role != JOIN_SHM_PRODUCER || overwriting(q)) return 0;
-    return q.stuckSinceNs ? kGraceNs : 0;
+    return q.stuckSinceNs ? kClaimGraceNs : 0;
 }
 
 uint64_t broadcastLag(const Queue &q, uint64_t position) noexcept {

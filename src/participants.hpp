@@ -36,6 +36,10 @@
 
 namespace join::shm {
 
+// How long a peer must look stuck (a slot claimed and unfinished, a subscriber gating the
+// publisher) before we ask whether it lives: liveness costs system calls.
+constexpr int64_t kClaimGraceNs = 2'000'000;
+
 // At open: takes a free record, or one whose holder died and whose claims are settled. -EBUSY
 // with a detail when all are held.
 int joinParticipants(Queue &q) noexcept;

@@ -15,9 +15,6 @@ namespace join::shm {
 
 namespace {
 
-// How long a slot must look stuck before we ask whether its claimant lives (system calls).
-constexpr int64_t kClaimGraceNs = 2'000'000;
-
 // Whether the cursor of a side has moved past position. Acquire: the judge then sees the intent
 // that position's claimant stored before its CAS (participants.hpp). `latest` reads it with an
 // RMW, which returns the last value in its modification order: settling a dead holder's intent
