@@ -515,13 +515,17 @@ int waitAny(Queue *const *queues, int *ready, unsigned n, int64_t timeoutNs) noe
     };
     int count = scan();
     if (count || timeoutNs == 0) return count ? count : -ETIMEDOUT;
-    const int64_t start = monotonicNs();
-    const int64_t deadline = deadlineAfter(start, timeoutNs);
     // Spin as the blocking calls do (the least of the handles' spin times, longer right after this
-    // thread woke a peer), then sleep.
+    // thread woke a peer; the first polls before reading the clock), then sleep.
     int64_t spinNs = queues[0]->spinNs;
     for (unsigned i = 1; i < n; ++i)
         if (queues[i]->spinNs < spinNs) spinNs = queues[i]->spinNs;
+    for (int i = 0; spinNs > 0 && i < kPollsBeforeClock; ++i) {
+        cpuRelax();
+        if ((count = scan())) return count;
+    }
+    const int64_t start = monotonicNs();
+    const int64_t deadline = deadlineAfter(start, timeoutNs);
     if (spinNs > 0 && spinNs < kAfterWakeSpinNs && start - lastWakeNs() < kAfterWakeSpinNs) spinNs = kAfterWakeSpinNs;
     const int64_t spinUntil = start + spinNs < deadline ? start + spinNs : deadline;
     for (unsigned i = 1; spinNs > 0; ++i) {
