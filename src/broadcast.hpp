@@ -14,7 +14,10 @@
 // then 2p+2 (release), then head. A subscriber at position p reads seq (acquire): below 2p+2 means
 // not yet published; equal: copies the element (relaxed 8-byte atomic loads: no C++ data race even
 // while the publisher overwrites it), an acquire fence, re-reads seq: unchanged means the copy is
-// whole. Above 2p+2, or changed: the slot was overwritten, the subscriber was overrun.
+// whole. Above 2p+2, or changed: the slot was overwritten, the subscriber was overrun. In block
+// mode, from the head a subscriber read at join on, nothing can overwrite its position (below), so
+// it copies with a plain memcpy there (no race: the acquire of seq orders the publisher's stores
+// before it, and our cursor's release orders our copy before the next overwrite).
 //
 // Block mode: the publisher writes position p only when every subscriber's cursor is above
 // p - capacity. It keeps the lowest cursor it saw (gate) and rescans the records only when the gate
@@ -50,7 +53,8 @@
 // stores), so no position is written twice with different messages. A half-written slot keeps an
 // odd seq and is rewritten. Zero-copy: reserve/commit and peek/release in block mode (the peeked
 // slot stays gated until release); -EOPNOTSUPP in overwrite mode, where a slot handed out could be
-// overwritten under the caller.
+// overwritten under the caller. For the same reason peek lends no slot of a JOIN_OLDEST
+// subscriber's first lap: it starts at the head found at join (pop delivers that history).
 //
 // Untrusted segment: cursors read from Subscriber records only enter distances that are clamped
 // to the capacity; slot addresses come from the handle's own position; loops are bounded.

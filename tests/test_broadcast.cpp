@@ -255,6 +255,50 @@ TEST_CASE("block mode: the slowest subscriber gates the publisher; peek holds it
     join_shm_queue_close(pub);
 }
 
+TEST_CASE("block mode: peek lends no slot the publisher may still overwrite (a JOIN_OLDEST subscriber's history)",
+          "[broadcast]") {
+    // The publisher's last rescan saw only a subscriber that keeps up, so it may write most of a
+    // lap without looking again; a JOIN_OLDEST subscriber joining now starts in that lap's history.
+    test::ShmName name("bch");
+    join_shm_queue *pub = nullptr, *keeper = nullptr, *oldest = nullptr;
+    REQUIRE(openBroadcast(&pub, name, JOIN_SHM_PRODUCER, 4, JOIN_SHM_OVERFLOW_BLOCK) == 0);
+    REQUIRE(openBroadcast(&keeper, name, JOIN_SHM_CONSUMER, 4, 0) == 0);
+    uint64_t seq = 0;
+    Message m;
+    for (; seq < 7; ++seq) {
+        m = stress::makeMessage(0, seq);
+        REQUIRE(join_shm_try_push(pub, &m) == 0);
+        REQUIRE(join_shm_try_pop(keeper, &m) == 0);
+    }
+    REQUIRE(openBroadcast(&oldest, name, JOIN_SHM_CONSUMER, 4, 0, 0, JOIN_SHM_JOIN_OLDEST) == 0);
+    for (int round = 0; round < 2; ++round) {
+        const void *slot = nullptr;
+        const int r = join_shm_try_peek(oldest, &slot);
+        if (r == -EAGAIN) {  // its history is not lent: publish the next one and look again
+            m = stress::makeMessage(0, seq++);
+            REQUIRE(join_shm_try_push(pub, &m) == 0);
+            continue;
+        }
+        REQUIRE(r == 0);
+        Message lent;
+        std::memcpy(&lent, slot, sizeof lent);
+        CHECK(!stress::damage(lent));
+        // The keeper keeps up; the publisher fills whatever room it has.
+        for (int i = 0; i < 8; ++i) {
+            const int64_t got = join_shm_try_pop_n(keeper, &m, 1);
+            REQUIRE((got == 1 || got == -EAGAIN));
+            m = stress::makeMessage(0, seq);
+            if (join_shm_try_push(pub, &m) == 0) ++seq;
+        }
+        CHECK(std::memcmp(slot, &lent, sizeof lent) == 0);  // nobody wrote over the lent slot
+        REQUIRE(join_shm_release(oldest) == 0);
+        break;
+    }
+    join_shm_queue_close(oldest);
+    join_shm_queue_close(keeper);
+    join_shm_queue_close(pub);
+}
+
 TEST_CASE("a sleeping subscriber is woken by a publish, and its fd polls readable", "[broadcast]") {
     test::ShmName name("bcw");
     join_shm_queue *pub = nullptr, *sub = nullptr;
