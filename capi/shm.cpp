@@ -136,6 +136,34 @@ Endpoint *usableEndpoint(join_shm_endpoint *handle, int *err) noexcept {
 
 join_shm_queue *asHandle(Queue *q) noexcept { return reinterpret_cast<join_shm_queue *>(q); }
 
+// The handles of join_shm_wait_any's items, checked: each names one open handle of ours, no two the
+// same. 0, or -EINVAL with a detail.
+int waitItems(const join_shm_wait_item *items, uint32_t n, Queue **queues) noexcept {
+    uint64_t seen = 0;  // a bit per hash of the handles so far: only a hit needs the pairwise look
+    for (uint32_t i = 0; i < n; ++i) {
+        const join_shm_wait_item &item = items[i];
+        if (!item.queue == !item.endpoint)
+            return fail(EINVAL, "wait item %u names %s", i,
+                        item.queue ? "both a queue and an endpoint" : "neither a queue nor an endpoint");
+        int err = 0;
+        Endpoint *e = item.endpoint ? usableEndpoint(item.endpoint, &err) : nullptr;
+        queues[i] = item.queue ? usable(item.queue, 0, &err) : e ? usable(asHandle(e->inbound), 0, &err) : nullptr;
+        if (!queues[i]) {
+            char why[256];  // the detail may live in the buffer fail() writes to
+            std::snprintf(why, sizeof why, "%s", lastDetail());
+            return fail(EINVAL, "wait item %u: %s", i, why);
+        }
+        const auto at = reinterpret_cast<uintptr_t>(queues[i]);
+        const uint64_t bit = uint64_t{1} << ((at >> 6 ^ at >> 12) & 63);
+        if (seen & bit) {
+            for (uint32_t j = 0; j < i; ++j)
+                if (queues[j] == queues[i]) return fail(EINVAL, "wait items %u and %u name the same handle", j, i);
+        }
+        seen |= bit;
+    }
+    return 0;
+}
+
 // The integer a caller passed for an enum parameter. C callers may pass any int, and reading an
 // out-of-range value through the enum type is undefined behaviour in C++.
 template <class Enum>
@@ -467,30 +495,13 @@ int join_shm_wait_any(join_shm_wait_item *items, uint32_t n, int64_t timeout_ns)
     Queue *queues[JOIN_SHM_WAIT_MAX];
     // Not zeroed: waitAny writes the first n before it returns, and zeroing all 64 took a third of a call.
     int ready[JOIN_SHM_WAIT_MAX];
-    for (uint32_t i = 0; i < n; ++i)
-        items[i].ready = 0;
-    for (uint32_t i = 0; i < n; ++i) {
-        const join_shm_wait_item &item = items[i];
-        if (!item.queue == !item.endpoint)
-            return fail(EINVAL, "wait item %u names %s", i,
-                        item.queue ? "both a queue and an endpoint" : "neither a queue nor an endpoint");
-        int err = 0;
-        Endpoint *e = item.endpoint ? usableEndpoint(item.endpoint, &err) : nullptr;
-        queues[i] = item.queue ? usable(item.queue, 0, &err) : e ? usable(asHandle(e->inbound), 0, &err) : nullptr;
-        if (!queues[i]) {
-            char why[256];  // the detail may live in the buffer fail() writes to
-            std::snprintf(why, sizeof why, "%s", lastDetail());
-            return fail(EINVAL, "wait item %u: %s", i, why);
-        }
-        for (uint32_t j = 0; j < i; ++j)
-            if (queues[j] == queues[i]) return fail(EINVAL, "wait items %u and %u name the same handle", j, i);
-    }
-    const int r = waitAny(queues, ready, n, timeout_ns);
+    int r = waitItems(items, n, queues);
+    if (r == 0) r = waitAny(queues, ready, n, timeout_ns);
+    for (uint32_t i = 0; i < n; ++i)  // written on every return, as the header promises
+        items[i].ready = r > 0 ? ready[i] : 0;
     if (r == -ETIMEDOUT)
         return fail(ETIMEDOUT, "timed out after %lld us waiting for any of %u handles", (long long)(timeout_ns / 1000),
                     n);
-    for (uint32_t i = 0; i < n; ++i)
-        items[i].ready = ready[i];
     return r;
 }
 

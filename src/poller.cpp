@@ -247,7 +247,8 @@ void drainFd(Poller &p) noexcept {
 }
 
 // Whether a try_ call on q would find an element (consumer) or room (producer) now.
-bool workAt(const Queue &q) noexcept {
+// Inlined: wait_any's scan calls it for every item on every look.
+[[gnu::always_inline]] inline bool workAt(const Queue &q) noexcept {
     if (q.policy == JOIN_SHM_BROADCAST) return broadcastWorkAt(q);
     const Header &h = q.header();
     // A few reloads when the cursor moves under us; past them, report work and let try_ decide.
