@@ -11,7 +11,7 @@
 // 4 subscribers plus a publisher exceed a 2-CPU machine: there the 4-subscriber rows measure the
 // scheduler's hand-overs as much as the rings. Single runs swing 2-5x on a shared VM; --repeats N
 // runs every configuration N times and prints the median (of rates; of p50s and of p99s).
-// Usage: join-shm-broadcast-bench [messages (default 1000000)] [--trips N (default 10000)] [--repeats N]
+// Usage: join-shm-broadcast-bench [messages (default 1000000)] [--trips N (default 20000)] [--repeats N]
 #include <join/shm.h>
 
 #include <fmt/core.h>
@@ -249,7 +249,7 @@ Latency medianTrips(unsigned repeats, join_shm_policy policy, uint32_t overflow,
 }  // namespace
 
 int main(int argc, char **argv) {
-    uint64_t count = 1'000'000, trips = 10'000;
+    uint64_t count = 1'000'000, trips = 20'000;
     unsigned repeats = 1;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
