@@ -227,7 +227,8 @@ JOIN_SHM_API int join_shm_wait_any(join_shm_wait_item *items, uint32_t n, int64_
    on a subscriber. In OVERWRITE mode a subscriber that was overrun gets -EOVERFLOW from its next
    pop-family call (the detail says how many it lost); the call after returns the oldest message
    still in the ring. Zero-copy (reserve/commit, peek/release) works in BLOCK mode only
-   (-EOPNOTSUPP in OVERWRITE mode: a slot may be overwritten while in use).
+   (-EOPNOTSUPP in OVERWRITE mode: a slot may be overwritten while in use); a JOIN_OLDEST
+   subscriber's peek starts at its join (its history comes through the pop-family calls).
    join_shm_lost: messages this subscriber lost to overruns since it joined; 0 otherwise. */
 JOIN_SHM_API uint64_t join_shm_lost(const join_shm_queue *q) JOIN_SHM_NOEXCEPT;
 
