@@ -188,6 +188,41 @@ int64_t overrun(Queue &q) noexcept {
                 (unsigned long long)(q.position - from), (unsigned long long)q.lost);
 }
 
+// Up to count elements from our position: how many, -EAGAIN, or overrun()'s verdict.
+[[gnu::always_inline]] inline int64_t receiveRun(Queue &q, unsigned char *to, uint64_t count) noexcept {
+    const Run run(q, q.index);
+    const uint64_t size = q.elementSize, position = q.position;
+    const bool inPlace = lentSafely(q);  // stays true as the position only grows
+    uint64_t n = 0;
+    for (; n < count && n < q.capacity; ++n) {
+        SlotHeader *slot = run.slot(n);
+        const uint64_t want = completeSeq(position + n);
+        // Acquire: pairs with publishRun's release; the element is complete.
+        const uint64_t seq = slot->seq.load(std::memory_order_acquire);
+        if (seq != want) {
+            if (static_cast<int64_t>(seq - want) < 0) break;  // not published yet
+            if (n == 0) return overrun(q);
+            break;  // overwritten: deliver what we have first; the next call reports the loss
+        }
+        if (inPlace) {  // nothing can overwrite it: a plain (vectorised) copy
+            std::memcpy(to + n * size, run.element(n), size);
+            continue;
+        }
+        loadElement(to + n * size, run.element(n), size);
+        // Acquire fence: our element loads happen before the re-read; a publisher that began
+        // overwriting (odd seq, then its release fence) before any of them is seen below.
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (slot->seq.load(std::memory_order_relaxed) != want) {
+            if (n == 0) return overrun(q);
+            break;
+        }
+    }
+    if (n == 0) return -EAGAIN;
+    advanceLone(q, n);
+    storeCursor(q);
+    return static_cast<int64_t>(n);
+}
+
 }  // namespace
 
 int broadcastOptions(const join_shm_options &o, uint32_t policy, Params &params, uint32_t &joinAt) noexcept {
@@ -277,37 +312,11 @@ int64_t broadcastPublishN(Queue &q, const unsigned char *from, uint64_t count) n
 }
 
 int64_t broadcastReceiveN(Queue &q, unsigned char *to, uint64_t count) noexcept {
-    const Run run(q, q.index);
-    const uint64_t size = q.elementSize, position = q.position;
-    const bool inPlace = lentSafely(q);  // stays true as the position only grows
-    uint64_t n = 0;
-    for (; n < count && n < q.capacity; ++n) {
-        SlotHeader *slot = run.slot(n);
-        const uint64_t want = completeSeq(position + n);
-        // Acquire: pairs with publishRun's release; the element is complete.
-        const uint64_t seq = slot->seq.load(std::memory_order_acquire);
-        if (seq != want) {
-            if (static_cast<int64_t>(seq - want) < 0) break;  // not published yet
-            if (n == 0) return overrun(q);
-            break;  // overwritten: deliver what we have first; the next call reports the loss
-        }
-        if (inPlace) {  // nothing can overwrite it: a plain (vectorised) copy
-            std::memcpy(to + n * size, run.element(n), size);
-            continue;
-        }
-        loadElement(to + n * size, run.element(n), size);
-        // Acquire fence: our element loads happen before the re-read; a publisher that began
-        // overwriting (odd seq, then its release fence) before any of them is seen below.
-        std::atomic_thread_fence(std::memory_order_acquire);
-        if (slot->seq.load(std::memory_order_relaxed) != want) {
-            if (n == 0) return overrun(q);
-            break;
-        }
-    }
-    if (n == 0) return -EAGAIN;
-    advanceLone(q, n);
-    storeCursor(q);
-    return static_cast<int64_t>(n);
+    const uint64_t from = q.position;
+    const int64_t r = receiveRun(q, to, count);
+    // Block mode: a JOIN_OLDEST subscriber whose first lap was overwritten skipped to its join.
+    // From there nothing can be overwritten, so one more look settles it.
+    return r == -EAGAIN && q.position != from ? receiveRun(q, to, count) : r;
 }
 
 int broadcastClaimForRead(Queue &q, Claim &c) noexcept {
