@@ -334,8 +334,7 @@ int broadcastClaimForRead(Queue &q, Claim &c) noexcept {
         if (static_cast<int64_t>(seq - want) < 0) return -EAGAIN;
         // Complete but not ours to lend (a JOIN_OLDEST first lap, which the publisher may be
         // overwriting right now), or overwritten: go on from where our join made us a gate.
-        moveTo(q, static_cast<int64_t>(q.gate - q.position) > 0 ? q.gate : resumeAfterOverrun(q, q.position));
-        storeCursor(q);
+        (void)overrun(q);  // block mode: moves on silently
     }
     return -EAGAIN;
 }
