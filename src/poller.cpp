@@ -246,10 +246,25 @@ void drainFd(Poller &p) noexcept {
     while (r < 0 && errno == EINTR);
 }
 
-// Whether a try_ call on q would find an element (consumer) or room (producer) now.
-// Inlined: wait_any's scan calls it for every item on every look.
-[[gnu::always_inline]] inline bool workAt(const Queue &q) noexcept {
-    if (q.policy == JOIN_SHM_BROADCAST) return broadcastWorkAt(q);
+// The word whose change is the first sign of work at an idle handle, and the value it had when
+// workAt judged the handle idle: wait_any's spin re-runs workAt only where the word moved. Sound
+// because each verdict "idle" rests on that word alone and its values never repeat (64-bit
+// positions): a consumer's slot leaves "not yet published" only through a publish, a shared
+// producer's slot leaves "last lap's element" only through a release (no other claimant can pass
+// it before), and a lone producer's room grows only as tail moves. Even a wrong hint would cost
+// only the spin: before sleeping, wait_any announces itself and runs workAt on every item.
+struct Watch {
+    const std::atomic<uint64_t> *word;  // null: no such word, run workAt every time
+    uint64_t value;
+};
+
+// Whether a try_ call on q would find an element (consumer) or room (producer) now; when not, sets
+// *watch. Inlined: wait_any's scan calls it for every item on every look.
+[[gnu::always_inline]] inline bool workAt(const Queue &q, Watch *watch = nullptr) noexcept {
+    if (q.policy == JOIN_SHM_BROADCAST) {
+        if (watch) watch->word = nullptr;
+        return broadcastWorkAt(q);
+    }
     const Header &h = q.header();
     // A few reloads when the cursor moves under us; past them, report work and let try_ decide.
     for (int attempt = 0; attempt < 4; ++attempt) {
@@ -257,21 +272,32 @@ void drainFd(Poller &p) noexcept {
             // Relaxed: a lone consumer stored tail itself (program order, or the watcher's acquire
             // of kArmed); MPMC consumers only pick where to look, the slot's seq decides.
             const uint64_t position = h.tail.load(std::memory_order_relaxed);
+            const SlotHeader *slot = slotOf(q, position);
             // Acquire: as claimForRead's, so that "work" is a complete element.
-            const uint64_t seq = slotOf(q, position)->seq.load(std::memory_order_acquire);
+            const uint64_t seq = slot->seq.load(std::memory_order_acquire);
             if (seq == 4 * position + kFull || seq == 4 * position + kAbandoned) return true;
-            if (static_cast<int64_t>(seq - (4 * position + kFull)) <= 0) return false;  // not yet published
+            if (static_cast<int64_t>(seq - (4 * position + kFull)) <= 0) {  // not yet published
+                if (watch) *watch = {&slot->seq, seq};
+                return false;
+            }
         } else if (!sharedProducers(q)) {
             // SPSC producer: head is ours (stored in publish); acquire on tail as in claimForWrite.
             const uint64_t head = h.head.load(std::memory_order_relaxed);
-            return head - h.tail.load(std::memory_order_acquire) < q.capacity;
+            const uint64_t tail = h.tail.load(std::memory_order_acquire);
+            if (head - tail < q.capacity) return true;
+            if (watch) *watch = {&h.tail, tail};
+            return false;
         } else {
             const uint64_t position = h.head.load(std::memory_order_relaxed);  // relaxed: as above
+            const SlotHeader *slot = slotOf(q, position);
             // Acquire: as claimForWrite's.
-            const auto diff =
-                static_cast<int64_t>(slotOf(q, position)->seq.load(std::memory_order_acquire) - 4 * position);
+            const uint64_t seq = slot->seq.load(std::memory_order_acquire);
+            const auto diff = static_cast<int64_t>(seq - 4 * position);
             if (diff == 0) return true;
-            if (diff < 0) return false;  // the last lap's element is still there
+            if (diff < 0) {  // the last lap's element is still there
+                if (watch) *watch = {&slot->seq, seq};
+                return false;
+            }
         }
     }
     return true;
@@ -508,14 +534,27 @@ void closePoller(Queue &q) noexcept {
 }
 
 int waitAny(Queue *const *queues, int *ready, unsigned n, int64_t timeoutNs) noexcept {
+    // Not zeroed, as ready is not: scan writes the first n (zeroing 64 cost 130 instructions).
+    Watch watch[JOIN_SHM_WAIT_MAX];
     auto scan = [&] {
         int count = 0;
         for (unsigned i = 0; i < n; ++i)
-            count += ready[i] = queues[i]->held || workAt(*queues[i]);
+            count += ready[i] = queues[i]->held || workAt(*queues[i], &watch[i]);
         return count;
     };
     int count = scan();
     if (count || timeoutNs == 0) return count ? count : -ETIMEDOUT;
+    // While spinning, an item whose watched word has not moved is still idle (see Watch), and its
+    // ready stays 0. Relaxed: a hint; workAt decides.
+    auto look = [&] {
+        int found = 0;
+        for (unsigned i = 0; i < n; ++i) {
+            const Watch &w = watch[i];
+            if (!w.word || w.word->load(std::memory_order_relaxed) != w.value)
+                found += ready[i] = workAt(*queues[i], &watch[i]);
+        }
+        return found;
+    };
     // Spin as the blocking calls do (the least of the handles' spin times, longer right after this
     // thread woke a peer; the first polls before reading the clock), then sleep.
     int64_t spinNs = queues[0]->spinNs;
@@ -523,7 +562,7 @@ int waitAny(Queue *const *queues, int *ready, unsigned n, int64_t timeoutNs) noe
         if (queues[i]->spinNs < spinNs) spinNs = queues[i]->spinNs;
     for (int i = 0; spinNs > 0 && i < kPollsBeforeClock; ++i) {
         cpuRelax();
-        if ((count = scan())) return count;
+        if ((count = look())) return count;
     }
     const int64_t start = monotonicNs();
     const int64_t deadline = deadlineAfter(start, timeoutNs);
@@ -531,7 +570,7 @@ int waitAny(Queue *const *queues, int *ready, unsigned n, int64_t timeoutNs) noe
     const int64_t spinUntil = start + spinNs < deadline ? start + spinNs : deadline;
     for (unsigned i = 1; spinNs > 0; ++i) {
         cpuRelax();
-        if ((count = scan())) return count;
+        if ((count = look())) return count;
         if (i % 16 == 0) {
             const int64_t now = monotonicNs();
             if (now >= spinUntil) break;
