@@ -236,6 +236,17 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
         c = {q.heldPosition, q.heldSlot, 1};
         return 0;
     }
+    if (want == 1 && !sharedConsumers(q)) {
+        // A lone consumer taking one element whose slot is full: the common case, settled by one
+        // load. The loop below makes the same claim, through the run scan and a second load.
+        SlotHeader *slot = slotAt(q, q.index);
+        // Acquire pairs with the producer's release in publish: the element is complete.
+        if (slot->seq.load(std::memory_order_acquire) == 4 * q.position + kFull) {
+            q.stuckSinceNs = 0;
+            c = {q.position, slot, 1};
+            return 0;
+        }
+    }
     bool announced = false;  // as in claimForWrite
     for (int attempt = 0; attempt < kMaxClaimAttempts; ++attempt) {
         uint64_t position;
@@ -311,14 +322,32 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
 
 // Always inlined too: out of line (GCC's choice once the broadcast branch made them larger), the
 // single calls lost the folding of count == 1 and cost 179 instructions a push instead of 105.
+// Their own bodies, not tryPushN(.., 1): a claim never exceeds what it was asked for, and saying
+// count = 1 once the claim's paths have merged lets the compiler drop the copy and release loops.
 [[gnu::always_inline]] inline int tryPush(Queue &q, const void *element) noexcept {
-    int64_t r = tryPushN(q, static_cast<const unsigned char *>(element), 1);
-    return r < 0 ? static_cast<int>(r) : 0;
+    if (q.policy == JOIN_SHM_BROADCAST) {
+        const int64_t r = broadcastPublishN(q, static_cast<const unsigned char *>(element), 1);
+        return r < 0 ? static_cast<int>(r) : 0;
+    }
+    Claim c;
+    if (int r = claimForWrite(q, c, 1)) return r;
+    c.count = 1;
+    std::memcpy(elementOf(q, c.slot), element, q.elementSize);
+    publish(q, c, kFull);
+    return 0;
 }
 
 [[gnu::always_inline]] inline int tryPop(Queue &q, void *element) noexcept {
-    int64_t r = tryPopN(q, static_cast<unsigned char *>(element), 1);
-    return r < 0 ? static_cast<int>(r) : 0;
+    if (q.policy == JOIN_SHM_BROADCAST) {
+        const int64_t r = broadcastReceiveN(q, static_cast<unsigned char *>(element), 1);
+        return r < 0 ? static_cast<int>(r) : 0;
+    }
+    Claim c;
+    if (int r = claimForRead(q, c, 1)) return r;
+    c.count = 1;
+    std::memcpy(element, elementOf(q, c.slot), q.elementSize);
+    releaseRead(q, c);
+    return 0;
 }
 
 // Before a blocking call sleeps: look for a dead claimant now (nobody will wake us for it). Returns
