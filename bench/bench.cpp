@@ -237,60 +237,72 @@ struct Bench {
 
     bool skip(const std::string &label, size_t size) const { return !only.empty() && !only.count({label, size}); }
 
+    // The row of a label and size, created empty on first use: run() adds one repetition at a time.
+    static bool sameRow(const RoundTripRow &a, const RoundTripRow &b) {
+        return a.transport == b.transport && a.size == b.size;
+    }
+    static bool sameRow(const ThroughputRow &a, const ThroughputRow &b) {
+        return a.transport == b.transport && a.size == b.size && a.producers == b.producers;
+    }
+    template <class Row>
+    static Row &rowOf(std::vector<Row> &rows, Row fresh) {
+        for (auto &r : rows)
+            if (sameRow(r, fresh)) return r;
+        return rows.emplace_back(std::move(fresh));
+    }
+
     template <class T>
-    void measureRoundTrip(T &t, size_t size, std::vector<RoundTripRow> &into) {
+    bool setUp(T &t, const Shape &shape, int rep) {
+        const std::string why = t.setup(shape);
+        if (why.empty()) return true;
+        if (rep == 0) res.skipped.push_back(fmt::format("{} at {} B: {}", t.label(), shape.size, why));
+        return false;
+    }
+
+    // One repetition of a round trip, added to its row.
+    template <class T>
+    void measureRoundTrip(T &t, size_t size, std::vector<RoundTripRow> &into, int rep) {
         const bool sleeps = t.label().find("sleep") != std::string::npos ||
                             t.label().find("epoll") != std::string::npos ||
                             t.label().find("wait_any") != std::string::npos;  // ~0.1 ms a round
         if (skip(t.label(), size)) return;
-        RoundTripRow row{t.label(), size, {}, 0};
-        for (int rep = 0; rep < o.repeats; ++rep) {
-            RoundTripPlan plan;
-            plan.shape = {size, o.capacity, 1};
-            plan.targetNs = o.targetNs;
-            plan.minRounds = sleeps ? 50 : 200;
-            plan.warmup = sleeps ? 0 : lapWarmup(t, o.capacity);
-            plan.clockCostNs = clockCost;
-            if (const std::string why = t.setup(plan.shape); !why.empty()) {
-                res.skipped.push_back(fmt::format("{} at {} B: {}", t.label(), size, why));
-                return;
-            }
-            beginPhase(
-                fmt::format("round trip, {}, {} B, capacity {}, repetition {}", t.label(), size, o.capacity, rep + 1),
-                o.timeoutSeconds(), 2);
-            std::vector<int64_t> samples = roundTrip(t, plan);
-            endPhase();
-            t.teardown();
-            row.samples += samples.size();
-            row.reps.push_back(percentiles(samples));
-        }
-        into.push_back(std::move(row));
+        RoundTripPlan plan;
+        plan.shape = {size, o.capacity, 1};
+        plan.targetNs = o.targetNs;
+        plan.minRounds = sleeps ? 50 : 200;
+        plan.warmup = sleeps ? 0 : lapWarmup(t, o.capacity);
+        plan.clockCostNs = clockCost;
+        if (!setUp(t, plan.shape, rep)) return;
+        beginPhase(
+            fmt::format("round trip, {}, {} B, capacity {}, repetition {}", t.label(), size, o.capacity, rep + 1),
+            o.timeoutSeconds(), 2);
+        std::vector<int64_t> samples = roundTrip(t, plan);
+        endPhase();
+        t.teardown();
+        RoundTripRow &row = rowOf(into, RoundTripRow{t.label(), size, {}, 0});
+        row.samples += samples.size();
+        row.reps.push_back(percentiles(samples));
     }
 
+    // One repetition of a stream, added to its row.
     template <class T>
-    void measureStream(T &t, size_t size, int producers, size_t batch) {
+    void measureStream(T &t, size_t size, int producers, size_t batch, int rep) {
         if (skip(t.label(), size)) return;
-        ThroughputRow row{t.label(), size, producers, {}, 0};
-        for (int rep = 0; rep < o.repeats; ++rep) {
-            StreamPlan plan;
-            plan.shape = {size, o.capacity, producers};
-            plan.batch = batch;
-            plan.targetNs = o.targetNs;
-            plan.warmup = lapWarmup(t, o.capacity) * static_cast<uint64_t>(producers);
-            if (const std::string why = t.setup(plan.shape); !why.empty()) {
-                res.skipped.push_back(fmt::format("{} at {} B: {}", t.label(), size, why));
-                return;
-            }
-            beginPhase(fmt::format("stream, {}, {} B, capacity {}, {} producer(s), repetition {}", t.label(), size,
-                                   o.capacity, producers, rep + 1),
-                       o.timeoutSeconds(), producers + 1);
-            const StreamResult r = stream(t, plan);
-            endPhase();
-            t.teardown();
-            row.messages += r.verified;
-            row.reps.push_back(r.rate());
-        }
-        res.throughput.push_back(std::move(row));
+        StreamPlan plan;
+        plan.shape = {size, o.capacity, producers};
+        plan.batch = batch;
+        plan.targetNs = o.targetNs;
+        plan.warmup = lapWarmup(t, o.capacity) * static_cast<uint64_t>(producers);
+        if (!setUp(t, plan.shape, rep)) return;
+        beginPhase(fmt::format("stream, {}, {} B, capacity {}, {} producer(s), repetition {}", t.label(), size,
+                               o.capacity, producers, rep + 1),
+                   o.timeoutSeconds(), producers + 1);
+        const StreamResult r = stream(t, plan);
+        endPhase();
+        t.teardown();
+        ThroughputRow &row = rowOf(res.throughput, ThroughputRow{t.label(), size, producers, {}, 0});
+        row.messages += r.verified;
+        row.reps.push_back(r.rate());
     }
 
     // Calls fn(transport) for every selected transport that moves messages one way or both.
@@ -367,26 +379,36 @@ struct Bench {
         return {all.begin(), all.end()};
     }
 
+    // Repetitions are interleaved: every row's first, then every row's second, and so on. This VM
+    // changes speed for seconds at a time (how the host places its two vCPUs), and with each row's
+    // repetitions back to back one such spell could cover every repetition of a row and none of
+    // the row it is compared with. Interleaved, a spell touches a few repetitions of every row, and
+    // the medians compared come from the same stretch of time.
     void run() {
+        for (int rep = 0; rep < o.repeats; ++rep)
+            runRepetition(rep);
+    }
+
+    void runRepetition(int rep) {
         if (o.rtt && o.wants("floor"))
             for (bool two : {false, true}) {
                 CacheLineFloor t(two);
-                measureRoundTrip(t, 8, res.floor);
+                measureRoundTrip(t, 8, res.floor, rep);
             }
         for (size_t size : allSizes()) {
             const bool gainsOnlySize = gainsOnly(size);
             if (o.rtt && !gainsOnlySize)
-                forEachTransport(false, false, [&](auto &t) { measureRoundTrip(t, size, res.rtt); });
+                forEachTransport(false, false, [&](auto &t) { measureRoundTrip(t, size, res.rtt, rep); });
             if (o.throughput) {
                 forEachTransport(true, false, [&](auto &t) {
                     if (gainsOnlySize && !gainRow(t.label())) return;
                     const bool batch = t.label().find("batch") != std::string::npos;
-                    measureStream(t, size, 1, batch ? o.batch : 1);
+                    measureStream(t, size, 1, batch ? o.batch : 1, rep);
                 });
                 if (o.producers > 1 && !gainsOnlySize)
                     forEachTransport(true, true, [&](auto &t) {
                         const bool batch = t.label().find("batch") != std::string::npos;
-                        measureStream(t, size, o.producers, batch ? o.batch : 1);
+                        measureStream(t, size, o.producers, batch ? o.batch : 1, rep);
                     });
             }
         }
