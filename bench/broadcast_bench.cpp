@@ -10,7 +10,8 @@
 //   overwrite mode never loses one here.
 // 4 subscribers plus a publisher exceed a 2-CPU machine: there the 4-subscriber rows measure the
 // scheduler's hand-overs as much as the rings. Single runs swing 2-5x on a shared VM; --repeats N
-// runs every configuration N times and prints the median (of rates; of p50s and of p99s).
+// runs every configuration N times, the three transports of a row in turn, and prints medians (of
+// rates; of p50s and of p99s; block/N is the median of each repeat's own ratio).
 // Usage: join-shm-broadcast-bench [messages (default 1000000)] [--trips N (default 20000)] [--repeats N]
 #include <join/shm.h>
 
@@ -19,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -222,28 +224,49 @@ double median(std::vector<double> v) {
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-// The median over repeats of each figure; a run that lost messages marks the median lossy.
-Result medianRun(unsigned repeats, join_shm_policy policy, uint32_t overflow, unsigned subs, uint64_t size,
-                 uint64_t count) {
-    std::vector<double> rates;
-    unsigned lossy = 0;
+// One cell of a table: the repeats of its three transports interleaved (broadcast block, broadcast
+// overwrite, N x SPSC, then again), so that a slow spell of this VM, which lasts seconds, falls on all
+// three alike; the ratio is the median of each repeat's own ratio. A run that lost messages marks the
+// cell lossy.
+struct Cell {
+    double block = 0, over = 0, spsc = 0, ratio = 0;
+    unsigned overLossy = 0;
+};
+
+Cell rateCell(unsigned repeats, unsigned subs, uint64_t size, uint64_t count) {
+    std::vector<double> block, over, spsc, ratio;
+    Cell c;
     for (unsigned i = 0; i < repeats; ++i) {
-        const Result r = run(policy, overflow, subs, size, count);
-        rates.push_back(r.rate);
-        lossy += r.lossy;
+        block.push_back(run(JOIN_SHM_BROADCAST, JOIN_SHM_OVERFLOW_BLOCK, subs, size, count).rate);
+        const Result o = run(JOIN_SHM_BROADCAST, JOIN_SHM_OVERFLOW_OVERWRITE, subs, size, count);
+        over.push_back(o.rate);
+        c.overLossy += o.lossy;
+        spsc.push_back(run(JOIN_SHM_SPSC, 0, subs, size, count).rate);
+        ratio.push_back(block.back() / spsc.back());
     }
-    return {median(rates), lossy};
+    c.block = median(block);
+    c.over = median(over);
+    c.spsc = median(spsc);
+    c.ratio = median(ratio);
+    return c;
 }
 
-Latency medianTrips(unsigned repeats, join_shm_policy policy, uint32_t overflow, unsigned subs, uint64_t size,
-                    uint64_t trips) {
-    std::vector<double> p50, p99;
-    for (unsigned i = 0; i < repeats; ++i) {
-        const Latency l = roundTrips(policy, overflow, subs, size, trips);
-        p50.push_back(l.p50);
-        p99.push_back(l.p99);
-    }
-    return {median(p50), median(p99)};
+// p50 and p99 of each transport, medians over interleaved repeats as in rateCell.
+std::array<Latency, 3> tripCell(unsigned repeats, unsigned subs, uint64_t size, uint64_t trips) {
+    std::vector<double> p50[3], p99[3];
+    const std::pair<join_shm_policy, uint32_t> kinds[3] = {{JOIN_SHM_BROADCAST, JOIN_SHM_OVERFLOW_BLOCK},
+                                                           {JOIN_SHM_BROADCAST, JOIN_SHM_OVERFLOW_OVERWRITE},
+                                                           {JOIN_SHM_SPSC, 0}};
+    for (unsigned i = 0; i < repeats; ++i)
+        for (int k = 0; k < 3; ++k) {
+            const Latency l = roundTrips(kinds[k].first, kinds[k].second, subs, size, trips);
+            p50[k].push_back(l.p50);
+            p99[k].push_back(l.p99);
+        }
+    std::array<Latency, 3> out;
+    for (int k = 0; k < 3; ++k)
+        out[static_cast<size_t>(k)] = {median(p50[k]), median(p99[k])};
+    return out;
 }
 
 }  // namespace
@@ -278,12 +301,9 @@ int main(int argc, char **argv) {
                "N x SPSC", "block/N");
     for (uint64_t size : {uint64_t{64}, uint64_t{1472}}) {
         for (unsigned subs : {1u, 2u, 4u}) {
-            const Result block = medianRun(repeats, JOIN_SHM_BROADCAST, JOIN_SHM_OVERFLOW_BLOCK, subs, size, count);
-            const Result over = medianRun(repeats, JOIN_SHM_BROADCAST, JOIN_SHM_OVERFLOW_OVERWRITE, subs, size, count);
-            const Result spsc = medianRun(repeats, JOIN_SHM_SPSC, 0, subs, size, count);
+            const Cell c = rateCell(repeats, subs, size, count);
             fmt::print("{:>5} {:>6} | {:>12.2f} M/s {:>9.2f} M/s{} {:>12.2f} M/s | {:>7.2f}x\n", size, subs,
-                       block.rate / 1e6, over.rate / 1e6, over.lossy ? "*" : " ", spsc.rate / 1e6,
-                       block.rate / spsc.rate);
+                       c.block / 1e6, c.over / 1e6, c.overLossy ? "*" : " ", c.spsc / 1e6, c.ratio);
         }
     }
     fmt::print("* some subscribers lost messages (overwrite mode: the publisher never waits)\n");
@@ -296,10 +316,7 @@ int main(int argc, char **argv) {
                "N x SPSC");
     for (uint64_t size : {uint64_t{64}, uint64_t{1472}}) {
         for (unsigned subs : {1u, 2u, 4u}) {
-            const Latency block = medianTrips(repeats, JOIN_SHM_BROADCAST, JOIN_SHM_OVERFLOW_BLOCK, subs, size, trips);
-            const Latency over =
-                medianTrips(repeats, JOIN_SHM_BROADCAST, JOIN_SHM_OVERFLOW_OVERWRITE, subs, size, trips);
-            const Latency spsc = medianTrips(repeats, JOIN_SHM_SPSC, 0, subs, size, trips);
+            const auto [block, over, spsc] = tripCell(repeats, subs, size, trips);
             fmt::print("{:>5} {:>6} | {:>9.1f} / {:>7.1f} {:>9.1f} / {:>7.1f} {:>9.1f} / {:>7.1f}\n", size, subs,
                        block.p50 / 1e3, block.p99 / 1e3, over.p50 / 1e3, over.p99 / 1e3, spsc.p50 / 1e3,
                        spsc.p99 / 1e3);
