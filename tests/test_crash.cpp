@@ -17,6 +17,7 @@
 
 #include <cxxabi.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -39,6 +40,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -2016,5 +2018,56 @@ TEST_CASE("a symlink, FIFO or directory planted under the name is refused and ne
         INFO("returned " << o.r << " (" << o.detail << ")");
         CHECK((o.r == -EPROTO || o.r == -EISDIR));
         CHECK(std::strlen(o.detail) > 0);
+    }
+}
+
+// Whether thread `tid` of this process is asleep in a futex wait.
+bool asleepOnFutex(pid_t tid) {
+    const std::string task = "/proc/self/task/" + std::to_string(tid);
+    std::ifstream stat(task + "/stat"), wchan(task + "/wchan");
+    std::string line, where;
+    std::getline(stat, line);
+    std::getline(wchan, where);
+    const auto close = line.rfind(')');
+    return close != std::string::npos && line.compare(close + 1, 3, " S ") == 0 && where.find("futex") == 0;
+}
+
+TEST_CASE("a producer whose waker died between clearing the wait bit and its FUTEX_WAKE still wakes", "[crash]") {
+    // What wakeAll leaves when a consumer is killed between its CAS (bit 0 cleared, epoch bumped)
+    // and its FUTEX_WAKE: a producer asleep in push, and a word that tells later consumers nobody
+    // sleeps. Seen once as a stall in the consumer kill test; the waiter's slice must end it.
+    for (join_shm_policy policy : {JOIN_SHM_SPSC, JOIN_SHM_MPSC}) {
+        DYNAMIC_SECTION(stress::policyName(policy)) {
+            test::ShmName name("crash-lw");
+            Handle producer, consumer;
+            REQUIRE(openQueue(&producer.q, name, policy, JOIN_SHM_PRODUCER, 1) == 0);
+            REQUIRE(openQueue(&consumer.q, name, policy, JOIN_SHM_CONSUMER, 1) == 0);
+            const Message first = makeMessage(1, 0), second = makeMessage(1, 1);
+            REQUIRE(join_shm_try_push(producer.q, &first) == 0);  // full
+            std::atomic<pid_t> tid{0};
+            std::atomic<int> pushed{1};
+            std::thread blocked([&] {
+                tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+                pushed.store(join_shm_push(producer.q, &second));
+            });
+            Mapping map(name.name, sizeof(Message), 1);
+            std::atomic<uint32_t> &word = map.header().not_full.word;
+            // Asleep for good: past its spin, announced (bit 0), in futex_wait.
+            REQUIRE(stress::waitUntil([&] { return tid.load() != 0 && (word.load() & 1) && asleepOnFutex(tid.load()); },
+                                      kStallNs));
+            uint32_t v = word.load();
+            REQUIRE(word.compare_exchange_strong(v, v + 1));  // the dead waker's CAS, without its wake
+            Message out{};
+            REQUIRE(join_shm_try_pop(consumer.q, &out) == 0);  // sees bit 0 clear: wakes nobody
+            CHECK(out.seq == 0);
+            const int64_t start = stress::nowNs();
+            const int r = join_shm_timed_pop(consumer.q, &out, 5 * kSecond);
+            INFO("the producer's push ended after " << (stress::nowNs() - start) / 1'000'000 << " ms");
+            CHECK(r == 0);
+            CHECK(out.seq == 1);
+            if (r != 0) syscall(SYS_futex, &word, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);  // unblock it
+            blocked.join();
+            CHECK(pushed.load() == 0);
+        }
     }
 }
