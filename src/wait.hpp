@@ -91,7 +91,8 @@ constexpr int64_t kYieldAfterNs = 5'000;
 // asleep with nothing to say they are there: later publishers see bit 0 clear and wake nobody. The
 // waiters then find the work within this slice (a producer blocked in push on a full SPSC ring
 // slept through a consumer's successor emptying it, until the test's watchdog, once in about 60
-// runs of test_crash's consumer kills under two loads). Ten wake-ups a second cost no measurable CPU.
+// runs of test_crash's consumer kills under two loads). Ten looks a second cost 0.04% of a CPU: a
+// timed_pop blocked 3 s on an empty ring used 4.2 ms of CPU, against 3.0 ms without them.
 constexpr int64_t kLostWakeSliceNs = 100'000'000;
 
 // Polls a waiter makes before it first reads the clock (a clock read costs about as much as a poll
