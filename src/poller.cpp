@@ -29,7 +29,7 @@
 // While a slot looks stuck, the futex wait carries a linked timeout of stuckSlice's 5 ms (the
 // watcher sleeps that long at most), so E turns readable, the user's try_ returns -EAGAIN, and the
 // next arming looks again. wait_any calls stuckSlice on each item before it sleeps, likewise.
-// A waker killed between clearing bit 0 and its FUTEX_WAKE (wait.hpp, kLostWakeSliceNs): wait_any
+// A waker killed between clearing bit 0 and its FUTEX_WAKE (wait.cpp, kLostWakeSliceNs): wait_any
 // and the watcher look again every slice, unseen by the user; the io_uring route does not yet (a
 // timeout there would make E readable with no work), so its fd can stay quiet until another waiter
 // sets bit 0 again.
@@ -345,8 +345,7 @@ void *watch(void *arg) noexcept {
                 }
                 break;
             }
-            const int64_t lookAgain = monotonicNs() + kLostWakeSliceNs;  // see wait.hpp; invisible to the user
-            sleepOn(w, seen, lookAgain < deadline ? lookAgain : deadline);
+            sleepOn(w, seen, deadline);
             woken = w.word.load(std::memory_order_relaxed) != seen;  // relaxed: a hint; workAt decides
         }
     }
@@ -591,7 +590,7 @@ int waitAny(Queue *const *queues, int *ready, unsigned n, int64_t timeoutNs) noe
         if ((count = scan())) return count;
         const int64_t now = monotonicNs();
         if (now >= deadline) return -ETIMEDOUT;
-        int64_t until = now + kLostWakeSliceNs < deadline ? now + kLostWakeSliceNs : deadline;  // see wait.hpp
+        int64_t until = deadline;
         bool retry = false;
         for (unsigned i = 0; i < n; ++i) {
             const int64_t slice = stuckSlice(*queues[i]);

@@ -86,15 +86,6 @@ constexpr int64_t kAfterWakeSpinNs = 1'000'000;
 
 constexpr int64_t kYieldAfterNs = 5'000;
 
-// The longest a waiter sleeps before it looks at the ring again, even when nothing looks stuck. A
-// peer killed inside wakeAll, after it cleared bit 0 and before its FUTEX_WAKE, leaves the waiters
-// asleep with nothing to say they are there: later publishers see bit 0 clear and wake nobody. The
-// waiters then find the work within this slice (a producer blocked in push on a full SPSC ring
-// slept through a consumer's successor emptying it, until the test's watchdog, once in about 60
-// runs of test_crash's consumer kills under two loads). Ten looks a second cost 0.04% of a CPU: a
-// timed_pop blocked 3 s on an empty ring used 4.2 ms of CPU, against 3.0 ms without them.
-constexpr int64_t kLostWakeSliceNs = 100'000'000;
-
 // Polls a waiter makes before it first reads the clock (a clock read costs about as much as a poll
 // and a pause, ~30 ns each on a VM): the reply of a round trip usually lands within them, and then
 // the clock read would have delayed seeing it.
@@ -139,8 +130,7 @@ int waitFor(WaitWord &w, int64_t spinNs, int64_t timeoutNs, TryOp &&tryOp, Sleep
         if (now >= deadline) return -ETIMEDOUT;
         const int64_t slice = sleepSlice();
         if (slice < 0) continue;
-        const int64_t nap = slice > 0 && slice < kLostWakeSliceNs ? slice : kLostWakeSliceNs;
-        sleepOn(w, expected, nap < deadline - now ? now + nap : deadline);
+        sleepOn(w, expected, slice > 0 && slice < deadline - now ? now + slice : deadline);
         // Most returns from sleepOn are a wake for a ring change: look before paying for another
         // announcement (a locked RMW and a membarrier, ~2 us on a VM). A miss here is harmless: the
         // loop announces and re-checks before it sleeps again, so no wake-up can be lost.
