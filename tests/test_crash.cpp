@@ -2021,17 +2021,13 @@ TEST_CASE("a symlink, FIFO or directory planted under the name is refused and ne
     }
 }
 
-// Whether thread `tid` of this process is asleep in a futex wait.
+// Whether thread `tid` of this process is asleep in a futex wait (/proc/TID names a thread too).
 bool asleepOnFutex(pid_t tid) {
-    const std::string task = "/proc/self/task/" + std::to_string(tid);
-    std::ifstream stat(task + "/stat"), wchan(task + "/wchan");
-    std::string line, where;
-    std::getline(stat, line);
+    std::ifstream wchan("/proc/self/task/" + std::to_string(tid) + "/wchan");
+    std::string where;
     std::getline(wchan, where);
-    const auto close = line.rfind(')');
     // Where wchan is hidden ("0"), a sleeping state alone: past bit 0, the only sleep is the futex's.
-    return close != std::string::npos && line.compare(close + 1, 3, " S ") == 0 &&
-           (where.find("futex") == 0 || where == "0");
+    return processState(tid) == 'S' && (where.find("futex") == 0 || where == "0");
 }
 
 TEST_CASE("a producer whose waker died between clearing the wait bit and its FUTEX_WAKE still wakes", "[crash]") {
