@@ -15,10 +15,11 @@ bool overwriting(const Queue &q) noexcept { return q.segment.overflow == JOIN_SH
 
 uint64_t completeSeq(uint64_t position) noexcept { return 2 * position + 2; }
 
-// Element copies as 8-byte relaxed atomics: a subscriber may read a slot the publisher is
-// overwriting (overwrite mode, or a JOIN_OLDEST subscriber's first lap); the seqlock check then
-// discards the copy, and no access is a C++ data race. Slots are 8-byte aligned and the element
-// area is rounded up to 8 bytes (computeGeometry), so the last word stays inside the slot.
+// Element copies as 8-byte relaxed atomics, where a subscriber may read a slot the publisher is
+// overwriting (overwrite mode, or a JOIN_OLDEST subscriber's history): the seqlock check then
+// discards the copy, and no access is a C++ data race. Elsewhere both sides use memcpy: a 1472 B
+// push plus pop in one process takes 80 ns that way, 220 ns word by word. Slots are 8-byte aligned
+// and the element area is rounded up to 8 bytes (computeGeometry), so the last word stays inside.
 void storeElement(unsigned char *slot, const unsigned char *from, uint64_t size) noexcept {
     auto *words = reinterpret_cast<uint64_t *>(slot);
     const uint64_t whole = size / 8;
@@ -59,10 +60,7 @@ uint64_t lagOf(const Queue &q, uint64_t position, uint64_t cursor) noexcept {
 [[gnu::noinline]] uint64_t scanGate(Queue &q, bool reclaim) noexcept {  // off the fast path
     // The publisher's half of the join handshake (broadcast.hpp): our head store is ordered before
     // the loads below by the joiner's membarrier (waiterBarrier); where there is none, by a fence.
-    if (publisherMustFence.load(std::memory_order_relaxed))
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-    else
-        std::atomic_signal_fence(std::memory_order_seq_cst);
+    publisherFence();
     // Relaxed: ordered by the barrier pairing above; clamped, as the segment may lie.
     uint32_t used = q.header().subscribers_used.load(std::memory_order_relaxed);
     if (used > q.segment.maxSubscribers) used = q.segment.maxSubscribers;
@@ -110,9 +108,36 @@ uint64_t resumeAfterOverrun(const Queue &q, uint64_t position) noexcept {
 // slot may be overwritten while we read it: copies are validated, and slots are not lent.
 bool lentSafely(const Queue &q) noexcept { return !overwriting(q) && static_cast<int64_t>(q.position - q.gate) >= 0; }
 
+// A subscriber's bit in history_readers (layout.hpp): its record's index, below kMaxSubscribers.
+std::atomic<uint64_t> &historyWord(const Queue &q) noexcept {
+    return q.header().history_readers[(q.subscriber - q.segment.subscribers) / 64];
+}
+uint64_t historyBit(const Queue &q) noexcept { return uint64_t{1} << (q.subscriber - q.segment.subscribers) % 64; }
+
+void leaveHistory(Queue &q) noexcept {
+    // Release: pairs with copyPlainly's acquire; our atomic loads of the history slots come
+    // before any plain store the publisher makes over them once it sees the bit clear.
+    historyWord(q).fetch_and(~historyBit(q), std::memory_order_release);
+    q.readingHistory = false;
+}
+
+// Block mode, after claimRun marked the slots odd: true when no subscriber reads history, so none
+// can be looking at the claimed slots and the element may be copied in plainly. The pairing with a
+// joiner, who sets its bit, pays waiterBarrier(), then reads head: either we see the bit, or our
+// odd seqs are visible to it, and it copies nothing out of a slot we are writing.
+bool copyPlainly(const Queue &q) noexcept {
+    if (overwriting(q)) return false;
+    publisherFence();
+    const Header &h = q.header();
+    // Acquire: pairs with leaveHistory's release.
+    return (h.history_readers[0].load(std::memory_order_acquire) |
+            h.history_readers[1].load(std::memory_order_acquire)) == 0;
+}
+
 void storeCursor(Queue &q) noexcept {
     // Release: pairs with scanGate's acquire: our copies out of the slots below are done.
     q.subscriber->position.store(q.position, std::memory_order_release);
+    if (q.readingHistory && static_cast<int64_t>(q.position - q.gate) >= 0) leaveHistory(q);
     if (!overwriting(q)) notify(q.header().not_full);
 }
 
@@ -271,16 +296,25 @@ int openBroadcast(Queue &q) noexcept {
         }
         // Seq_cst: the joiner's half of the handshake in broadcast.hpp (before the head load).
         if (!s.holding.compare_exchange_strong(holding, q.holding, std::memory_order_seq_cst)) continue;
+        q.subscriber = &s;
+        // Our history_readers bit, before the barrier (a dead holder's is ours to clear).
+        // Seq_cst: as the CAS.
+        q.readingHistory = q.joinAt == JOIN_SHM_JOIN_OLDEST && !overwriting(q);
+        if (q.readingHistory)
+            historyWord(q).fetch_or(historyBit(q), std::memory_order_seq_cst);
+        else
+            historyWord(q).fetch_and(~historyBit(q), std::memory_order_seq_cst);
         // The barrier of the handshake: the publisher either sees our record in its next rescan,
-        // or we see every head it stored before that rescan (wait.hpp's asymmetric pairing).
+        // or we see every head it stored before that rescan (wait.hpp's asymmetric pairing); and
+        // it either sees our history bit, or we see the odd seqs of the slots it writes plainly.
         waiterBarrier();
         const uint64_t head = h.head.load(std::memory_order_seq_cst);
         uint64_t start = head;
         if (q.joinAt == JOIN_SHM_JOIN_OLDEST) start = head > q.capacity ? head - q.capacity : 0;
         s.position.store(start, std::memory_order_seq_cst);  // seq_cst: as the CAS
-        q.subscriber = &s;
         q.gate = head;  // for a subscriber: where the history a JOIN_OLDEST one may lose ends
         moveTo(q, start);
+        if (q.readingHistory && start == head) leaveHistory(q);  // no history to read
         return 0;
     }
     return fail(EBUSY, "segment \"%s\" has %u subscribers already, its max_subscribers", q.name,
@@ -289,6 +323,7 @@ int openBroadcast(Queue &q) noexcept {
 
 void closeBroadcast(Queue &q) noexcept {
     if (!q.subscriber) return;
+    if (q.readingHistory) leaveHistory(q);
     uint32_t self = q.holding;
     // Release: our copies are done before a later holder or the publisher acquires the record.
     q.subscriber->holding.compare_exchange_strong(self, 0, std::memory_order_release, std::memory_order_relaxed);
@@ -305,8 +340,13 @@ int64_t broadcastPublishN(Queue &q, const unsigned char *from, uint64_t count) n
     if (int r = claimRun(q, c, count)) return r;
     const Run run(q, q.index);
     const uint64_t size = q.elementSize;
-    for (uint64_t i = 0; i < c.count; ++i)
-        storeElement(run.element(i), from + i * size, size);
+    if (copyPlainly(q)) {
+        for (uint64_t i = 0; i < c.count; ++i)
+            std::memcpy(run.element(i), from + i * size, size);
+    } else {
+        for (uint64_t i = 0; i < c.count; ++i)
+            storeElement(run.element(i), from + i * size, size);
+    }
     publishRun(q, c);
     return static_cast<int64_t>(c.count);
 }

@@ -10,14 +10,23 @@
 //
 // Slots: the element, then its SlotHeader, whose seq is a seqlock word in both modes:
 //   2p+1: the publisher is writing position p;  2p+2: position p is complete.
-// The publisher stores 2p+1 (relaxed), a release fence, the element (relaxed 8-byte atomic stores),
-// then 2p+2 (release), then head. A subscriber at position p reads seq (acquire): below 2p+2 means
-// not yet published; equal: copies the element (relaxed 8-byte atomic loads: no C++ data race even
-// while the publisher overwrites it), an acquire fence, re-reads seq: unchanged means the copy is
-// whole. Above 2p+2, or changed: the slot was overwritten, the subscriber was overrun. In block
-// mode, from the head a subscriber read at join on, nothing can overwrite its position (below), so
-// it copies with a plain memcpy there (no race: the acquire of seq orders the publisher's stores
-// before it, and our cursor's release orders our copy before the next overwrite).
+// The publisher stores 2p+1 (relaxed), a release fence, the element (relaxed 8-byte atomic stores,
+// or memcpy where no reader can meet them: below), then 2p+2 (release), then head. A subscriber at
+// position p reads seq (acquire): below 2p+2 means not yet published; equal: copies the element
+// (relaxed 8-byte atomic loads: no C++ data race even while the publisher overwrites it), an
+// acquire fence, re-reads seq: unchanged means the copy is whole. Above 2p+2, or changed: the slot
+// was overwritten, the subscriber was overrun. In block mode, from the head a subscriber read at
+// join on, nothing can overwrite its position (below), so it copies with a plain memcpy there (no
+// race: the acquire of seq orders the publisher's stores before it, and our cursor's release orders
+// our copy before the next overwrite). The publisher copies plainly too, in block mode, unless a
+// subscriber is reading its history (a JOIN_OLDEST first lap, the one place a block-mode reader may
+// meet a slot being written): such a subscriber sets its bit in history_readers before the join
+// barrier and clears it (release) once it reaches the head it read at join. The publisher loads the
+// mask (acquire) after marking its claim odd: by the barrier pairing, either it sees the bit and
+// stores atomically, or the joiner sees the odd seqs and copies nothing out of those slots. A
+// subscriber that dies in its history leaves the bit set (atomic stores: slower, never wrong) until
+// its record's next holder clears it. A slot reserved for zero-copy is written by the caller with
+// plain stores whatever the mask says; a history reader still validates what it copies out of it.
 //
 // Block mode: the publisher writes position p only when every subscriber's cursor is above
 // p - capacity. It keeps the lowest cursor it saw (gate) and rescans the records only when the gate

@@ -126,7 +126,12 @@ struct alignas(2 * kCacheLine) Header {
     // read only those (bumped by joiners before they claim; untrusted: clamped by readers).
     std::atomic<uint32_t> subscribers_used;
     uint32_t reserved1a;
-    uint64_t reserved1[3];
+    // Broadcast, block mode: bit i of this 128-bit mask is set while the holder of Subscriber record
+    // i reads its history (a JOIN_OLDEST first lap), where the publisher may be overwriting slots;
+    // the publisher copies with atomic stores while any bit is set (broadcast.hpp). Added with
+    // broadcast rings themselves, which no library before 1.2 opens: no version bump.
+    std::atomic<uint64_t> history_readers[2];
+    uint64_t reserved1;
 
     // Lines 2-3: next position to claim for producers. Written only by producers, so a lone
     // producer keeps the line in its own cache. Cursors get a 128-byte pair each: CPUs fetch lines
@@ -148,6 +153,7 @@ static_assert(offsetof(Header, state) == 56);
 static_assert(offsetof(Header, producer_holder) == 64);
 static_assert(offsetof(Header, creator_identity) == 80);
 static_assert(offsetof(Header, max_subscribers) == 88);
+static_assert(offsetof(Header, history_readers) == 104);
 static_assert(offsetof(Header, head) == 128);
 static_assert(offsetof(Header, tail) == 256);
 static_assert(offsetof(Header, not_empty) == 384);

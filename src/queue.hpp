@@ -60,9 +60,10 @@ struct Queue {
     Poller *poller = nullptr;
     // Broadcast (broadcast.hpp): the subscriber's own cursor record; the publisher's reading of the
     // slowest subscriber (positions below gate + capacity are free), or the subscriber's head at join;
-    // messages this subscriber lost.
+    // whether the subscriber's bit in history_readers is set; messages this subscriber lost.
     Subscriber *subscriber = nullptr;
     uint32_t joinAt = 0;
+    bool readingHistory = false;
     uint64_t gate = 0;
     uint64_t lost = 0;
 

@@ -45,12 +45,19 @@ extern std::atomic<bool> publisherMustFence;
 // Cold and out of line: the publish path stays a leaf that only tests a bit.
 [[gnu::cold, gnu::noinline]] void wakeAll(WaitWord &w) noexcept;
 
-// Called by a publisher right after its release store made the ring change visible.
-inline void notify(WaitWord &w) noexcept {
+// The publisher's half of a pairing with waiterBarrier(), between its stores and the load that
+// follows: free where the other side pays membarrier (the compiler must keep the order; the
+// barrier lands on one side of it), a full fence where it cannot.
+inline void publisherFence() noexcept {
     if (__builtin_expect(publisherMustFence.load(std::memory_order_relaxed), false))
         std::atomic_thread_fence(std::memory_order_seq_cst);
     else
-        std::atomic_signal_fence(std::memory_order_seq_cst);  // keep the load after the store; see above
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+
+// Called by a publisher right after its release store made the ring change visible.
+inline void notify(WaitWord &w) noexcept {
+    publisherFence();  // keep the load after the store; see above
     // Relaxed: ordering comes from the barrier pairing described at the top of this file.
     if (__builtin_expect(w.word.load(std::memory_order_relaxed) & 1u, 0)) wakeAll(w);
 }

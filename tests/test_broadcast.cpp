@@ -5,12 +5,16 @@
 #include "common.hpp"
 #include "stress.hpp"
 
+#include "../src/layout.hpp"
+
 #include <join/shm.h>
 #include <catch2/catch.hpp>
 #include <join/shared.hpp>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <atomic>
@@ -146,6 +150,19 @@ void runStream(uint64_t capacity, uint32_t overflow, uint64_t count, unsigned su
         CHECK(tallies[i].received.load() + tallies[i].lost.load() == count);
         if (overflow == JOIN_SHM_OVERFLOW_BLOCK) CHECK(tallies[i].lost.load() == 0);
     }
+}
+
+// The history_readers mask of a ring's header (layout.hpp), through a read-only mapping of our own.
+uint64_t historyReaders(const char *name) {
+    const int fd = open(("/dev/shm/" + std::string(name)).c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    void *p = mmap(nullptr, sizeof(join::shm::Header), PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    REQUIRE(p != MAP_FAILED);
+    const auto &h = *static_cast<const join::shm::Header *>(p);
+    const uint64_t mask = h.history_readers[0].load() | h.history_readers[1].load();
+    munmap(p, sizeof(join::shm::Header));
+    return mask;
 }
 
 }  // namespace
@@ -304,6 +321,130 @@ TEST_CASE("block mode: peek lends no slot the publisher may still overwrite (a J
     join_shm_queue_close(oldest);
     join_shm_queue_close(keeper);
     join_shm_queue_close(pub);
+}
+
+TEST_CASE("a JOIN_OLDEST subscriber is marked as reading history until it reaches its join, closes or is replaced",
+          "[broadcast]") {
+    // While the mark is set the publisher stores elements word by word; a mark left behind would
+    // slow it for good, one missing would let it memcpy over a slot being read.
+    test::ShmName name("bcm");
+    join_shm_queue *pub = nullptr, *keeper = nullptr, *oldest = nullptr, *next = nullptr;
+    REQUIRE(openBroadcast(&pub, name, JOIN_SHM_PRODUCER, 4, JOIN_SHM_OVERFLOW_BLOCK) == 0);
+    REQUIRE(openBroadcast(&oldest, name, JOIN_SHM_CONSUMER, 4, 0, 0, JOIN_SHM_JOIN_OLDEST) == 0);
+    CHECK(historyReaders(name) == 0);  // nothing published yet: no history
+    join_shm_queue_close(oldest);
+    REQUIRE(openBroadcast(&keeper, name, JOIN_SHM_CONSUMER, 4, 0) == 0);
+    Message m;
+    for (uint64_t seq = 0; seq < 3; ++seq) {
+        m = stress::makeMessage(0, seq);
+        REQUIRE(join_shm_try_push(pub, &m) == 0);
+        REQUIRE(join_shm_try_pop(keeper, &m) == 0);
+    }
+    CHECK(historyReaders(name) == 0);  // the keeper joined at the next message
+    REQUIRE(openBroadcast(&oldest, name, JOIN_SHM_CONSUMER, 4, 0, 0, JOIN_SHM_JOIN_OLDEST) == 0);
+    CHECK(historyReaders(name) != 0);
+    for (uint64_t seq = 0; seq < 3; ++seq) {
+        CHECK(historyReaders(name) != 0);
+        REQUIRE(join_shm_try_pop(oldest, &m) == 0);
+        CHECK(m.seq == seq);
+    }
+    CHECK(historyReaders(name) == 0);  // it reached the head it read at join
+    join_shm_queue_close(oldest);
+    REQUIRE(openBroadcast(&oldest, name, JOIN_SHM_CONSUMER, 4, 0, 0, JOIN_SHM_JOIN_OLDEST) == 0);
+    CHECK(historyReaders(name) != 0);
+    join_shm_queue_close(oldest);
+    CHECK(historyReaders(name) == 0);  // closed in its history
+    // A subscriber that dies in its history leaves its mark to whoever takes its record next.
+    const pid_t child = forkChild([&] {
+        join_shm_queue *q = nullptr;
+        return openBroadcast(&q, name, JOIN_SHM_CONSUMER, 4, 0, 0, JOIN_SHM_JOIN_OLDEST) == 0;  // no close
+    });
+    CHECK(reap(child) == 0);
+    CHECK(historyReaders(name) != 0);
+    REQUIRE(openBroadcast(&next, name, JOIN_SHM_CONSUMER, 4, 0, 0, JOIN_SHM_JOIN_NEXT) == 0);
+    CHECK(historyReaders(name) == 0);
+    join_shm_queue_close(next);
+    join_shm_queue_close(keeper);
+    join_shm_queue_close(pub);
+}
+
+TEST_CASE("JOIN_OLDEST subscribers joining a busy block-mode publisher read whole messages, in order", "[broadcast]") {
+    // A JOIN_OLDEST joiner's history is the one place where a block-mode reader may meet a slot
+    // the publisher is writing: it must validate each copy and skip what was overwritten, and the
+    // publisher must not copy plainly while it reads (history_readers). Joins race a publisher that
+    // a steady subscriber keeps overwriting the oldest slots, many times over.
+    test::ShmName name("bco");
+    constexpr uint64_t kCapacity = 8;
+    const uint64_t count = stress::scaled(200'000, 20'000);
+    join_shm_queue *pub = nullptr;
+    REQUIRE(openBroadcast(&pub, name, JOIN_SHM_PRODUCER, kCapacity, JOIN_SHM_OVERFLOW_BLOCK) == 0);
+    Report steadyReport, joinerReport;
+    std::atomic<bool> steadyJoined{false}, done{false};
+    std::atomic<uint64_t> published{0}, joins{0}, historyJoins{0};
+    std::thread steady([&] {  // gates the publisher, so that it keeps overwriting the joiners' history
+        join_shm_queue *q = nullptr;
+        if (openBroadcast(&q, name, JOIN_SHM_CONSUMER, kCapacity, 0) != 0) {
+            steadyReport.fail("open: %s", join_shm_last_error_detail());
+            steadyJoined.store(true);
+            return;
+        }
+        steadyJoined.store(true);
+        for (uint64_t seq = 0; seq < count; ++seq) {
+            Message m;
+            const int r = join_shm_timed_pop(q, &m, 10'000'000'000);
+            if (r != 0 || stress::damage(m) || m.seq != seq) {
+                steadyReport.fail("r %d, seq %llu where %llu was due", r, (unsigned long long)m.seq,
+                                  (unsigned long long)seq);
+                break;
+            }
+        }
+        join_shm_queue_close(q);
+    });
+    std::thread joiner([&] {
+        while (!done.load()) {
+            join_shm_queue *q = nullptr;
+            const uint64_t before = published.load();
+            if (openBroadcast(&q, name, JOIN_SHM_CONSUMER, kCapacity, 0, 0, JOIN_SHM_JOIN_OLDEST) != 0) {
+                joinerReport.fail("open: %s", join_shm_last_error_detail());
+                return;
+            }
+            // Its join read a head of at most this plus one (a push may be under way): from there on
+            // nothing may be missing.
+            const uint64_t contiguousFrom = published.load() + 1;
+            joins.fetch_add(1);
+            uint64_t previous = ~uint64_t{0};
+            for (uint64_t i = 0; i < 3 * kCapacity && !done.load(); ++i) {
+                Message m;
+                const int r = join_shm_timed_pop(q, &m, 10'000'000);
+                if (r == -ETIMEDOUT) continue;
+                const bool gap = previous != ~uint64_t{0} && m.seq != previous + 1 && m.seq > contiguousFrom;
+                if (r != 0 || stress::damage(m) || (previous != ~uint64_t{0} && m.seq <= previous) || gap) {
+                    joinerReport.fail("r %d, seq %llu after %llu", r, (unsigned long long)m.seq,
+                                      (unsigned long long)previous);
+                    return;
+                }
+                if (previous == ~uint64_t{0} && m.seq < before) historyJoins.fetch_add(1);
+                previous = m.seq;
+            }
+            join_shm_queue_close(q);
+        }
+    });
+    REQUIRE(stress::waitUntil([&] { return steadyJoined.load(); }));
+    for (uint64_t seq = 0; seq < count; ++seq) {
+        const Message m = stress::makeMessage(0, seq);
+        if (join_shm_push(pub, &m) != 0) break;
+        published.store(seq + 1);
+    }
+    steady.join();
+    done.store(true);
+    joiner.join();
+    join_shm_queue_close(pub);
+    INFO("steady: " << steadyReport.text() << "; joiner: " << joinerReport.text());
+    CHECK(published.load() == count);
+    CHECK(steadyReport.ok());
+    CHECK(joinerReport.ok());
+    INFO(joins.load() << " joins");
+    CHECK(historyJoins.load() > 0);  // some joiner did read history
 }
 
 TEST_CASE("a sleeping subscriber is woken by a publish, and its fd polls readable", "[broadcast]") {
