@@ -370,9 +370,9 @@ TEST_CASE("a JOIN_OLDEST subscriber is marked as reading history until it reache
 
 TEST_CASE("JOIN_OLDEST subscribers joining a busy block-mode publisher read whole messages, in order", "[broadcast]") {
     // A JOIN_OLDEST joiner's history is the one place where a block-mode reader may meet a slot
-    // the publisher is writing: it must validate each copy and skip what was overwritten, and the
-    // publisher must not copy plainly while it reads (history_readers). Joins race a publisher that
-    // a steady subscriber keeps overwriting the oldest slots, many times over.
+    // the publisher is writing: it validates each copy and skips what was overwritten, and from
+    // its join on it misses nothing. Thousands of joins race a publisher that a steady subscriber
+    // lets overwrite the oldest slots.
     test::ShmName name("bco");
     constexpr uint64_t kCapacity = 8;
     const uint64_t count = stress::scaled(200'000, 20'000);
