@@ -1,9 +1,10 @@
 // Waiting from an event loop: a pollable fd per handle, and join_shm_wait_any.
 //
 // The fd. A handle that asks for one gets an eventfd E: the fd the user polls. E turns readable
-// through one of two routes, both built on the futex protocol of wait.hpp, so publishers pay what
+// through one of three routes, all built on the futex protocol of wait.hpp, so publishers pay what
 // they always paid (a release store and one load of the wait word; a FUTEX_WAKE only when bit 0
-// says somebody waits) and the segment layout does not change:
+// says somebody waits) and the segment layout does not change. The first that passes a probe
+// (probeFutexWait: does a wake signal E at once?) serves every fd of the process:
 //  - io_uring (Linux 6.7+, the default): a small private io_uring per handle, with E registered as
 //    its eventfd. Arming announces a waiter on the ring's word exactly as a blocking waiter does,
 //    re-checks the ring, and submits IORING_OP_FUTEX_WAIT on the word. A publisher's FUTEX_WAKE
@@ -15,8 +16,12 @@
 //    completions until we reap them, and only the thread that created the ring may reap: a handle
 //    used by another thread later (allowed, one thread at a time) gets a fresh ring when
 //    io_uring_enter answers -EEXIST, still signalling the same E.
-//  - a watcher thread, where that route is unavailable (kernel before 6.7, io_uring disabled or
-//    refused by seccomp, no DEFER_TASKRUN) or JOIN_SHM_FD_FALLBACK=1 (tests cover it): a thread per
+//  - an interrupting io_uring, where a deferred ring does not signal E at the wake (6.18.44 here:
+//    only once the ring is reaped, 12 ms or more later). The completion runs as task work in the
+//    thread that armed, which the wake interrupts: E is signalled then, one wake-up as by a pipe,
+//    and an epoll_wait in that thread returns EINTR first (poll and select restart by themselves).
+//  - a watcher thread, where neither works (kernel before 6.7, io_uring disabled or refused by
+//    seccomp) or JOIN_SHM_FD_FALLBACK=1 (tests cover it): a thread per
 //    handle sleeps on the word as a blocking waiter does and writes E when there is work. Two
 //    wake-ups per event instead of one, and a thread per fd.
 // Arming happens when the fd is requested and when a try_ call returns -EAGAIN: the rule users
@@ -48,6 +53,7 @@
 
 #include <linux/futex.h>
 #include <linux/io_uring.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -59,6 +65,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <new>
 
 namespace join::shm {
@@ -81,8 +88,9 @@ bool fallbackForced() noexcept {
     return forced;
 }
 
-// Whether IORING_OP_FUTEX_WAIT works here: 0 not known yet, 1 yes, 2 no. Relaxed: a cache.
-std::atomic<int> uringVerdict{0};
+// How the fd's io_uring is set up in this process, found by probing once (chooseRoute).
+enum Route : int { kUnknown, kDeferred, kInterrupting, kNoUring };
+std::atomic<int> uringRoute{kUnknown};  // relaxed: a cache; every value found is valid
 
 long futexPrivate(std::atomic<uint32_t> &word, int op, uint32_t value) noexcept {
     return syscall(SYS_futex, &word, op | FUTEX_PRIVATE_FLAG, value, nullptr, nullptr, 0);
@@ -110,9 +118,10 @@ void closeUring(Uring &u) noexcept {
 }
 
 // 0 or a negative errno. The ring fd is O_CLOEXEC, as io_uring_setup always makes it.
-int openUring(Uring &u, int eventFd) noexcept {
+int openUring(Uring &u, int eventFd, int route = uringRoute.load(std::memory_order_relaxed)) noexcept {
     io_uring_params p{};
-    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+    if (route == kDeferred)
+        p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     const long fd = syscall(__NR_io_uring_setup, 4, &p);
     if (fd < 0) return -errno;
     u.fd = static_cast<int>(fd);
@@ -194,9 +203,13 @@ bool waitEnded(const Uring &u) noexcept {
            __atomic_load_n(u.cqTail, __ATOMIC_ACQUIRE) != *u.cqHead;
 }
 
-// A futex wait on a word that does not hold the expected value must fail at once with -EAGAIN:
-// anything else (-EINVAL for an unknown opcode) means the kernel lacks IORING_OP_FUTEX_WAIT.
-bool probeFutexWait(Uring &u) noexcept {
+// Whether a ring set up for the route works here, in two steps. A futex wait on a word that does
+// not hold the expected value must fail at once with -EAGAIN: anything else (-EINVAL for an unknown
+// opcode) means the kernel lacks IORING_OP_FUTEX_WAIT. Then a FUTEX_WAKE must have signalled E by
+// the time it returns to us: on a deferred ring, in the waker's context (some kernels, 6.18.44
+// here, leave E quiet until something reaps the ring, 12 ms or more later: a 32 ms round trip); on
+// an interrupting one, through the task work that runs as the wake returns to this thread.
+bool probeFutexWait(Uring &u, int eventFd) noexcept {
     std::atomic<uint32_t> word{0};
     unsigned tail = *u.sqTail;
     prepareFutexWait(nextSqe(u, tail), word, 1);
@@ -206,7 +219,38 @@ bool probeFutexWait(Uring &u) noexcept {
     if (__atomic_load_n(u.cqTail, __ATOMIC_ACQUIRE) == head) return false;
     const int res = u.cqes[head & *u.cqMask].res;
     dropCompletions(u);
-    return res == -EAGAIN;
+    if (res != -EAGAIN) return false;
+    uint64_t count;
+    while (read(eventFd, &count, sizeof count) > 0) {  // the completion above signalled it
+    }
+    prepareFutexWait(nextSqe(u, tail), word, 0);  // queued at submission: word holds 0
+    publishSqes(u, tail);
+    if (enter(u, 1, 0, 0) != 1) return false;
+    if (syscall(SYS_futex, &word, FUTEX_WAKE, 1, nullptr, nullptr, 0) != 1) return false;  // closing cancels
+    pollfd readable{eventFd, POLLIN, 0};
+    const bool signalled = poll(&readable, 1, 0) == 1;
+    if (enter(u, 0, 1, IORING_ENTER_GETEVENTS) < 0) return false;  // the wake completed it: no wait
+    dropCompletions(u);
+    return signalled;
+}
+
+// The first route whose ring passes the probe, else kNoUring. The probes signal an eventfd of
+// their own: a deferred ring that fails may still signal it much later.
+int chooseRoute() noexcept {
+    const int eventFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (eventFd < 0) return kNoUring;
+    int found = kNoUring;
+    for (int route : {kDeferred, kInterrupting}) {
+        Uring u;
+        const bool works = openUring(u, eventFd, route) == 0 && probeFutexWait(u, eventFd);
+        closeUring(u);
+        if (works) {
+            found = route;
+            break;
+        }
+    }
+    close(eventFd);
+    return found;
 }
 
 enum : uint32_t { kIdle = 0, kArmed = 1, kFiring = 2, kFired = 3, kStop = 4 };
@@ -475,15 +519,12 @@ int openPoller(Queue &q) noexcept {
         delete p;
         return fdError(q, err, "eventfd");
     }
-    bool uring = false;
-    if (!fallbackForced() && uringVerdict.load(std::memory_order_relaxed) != 2 &&
-        openUring(p->uring, p->eventFd) == 0) {
-        uring = uringVerdict.load(std::memory_order_relaxed) == 1 || probeFutexWait(p->uring);
-        uringVerdict.store(uring ? 1 : 2, std::memory_order_relaxed);
-        if (!uring) closeUring(p->uring);
-        drainFd(*p);  // the probe's completion signalled it
+    int route = fallbackForced() ? kNoUring : uringRoute.load(std::memory_order_relaxed);
+    if (route == kUnknown) {
+        route = chooseRoute();
+        uringRoute.store(route, std::memory_order_relaxed);
     }
-    if (!uring) {
+    if (route == kNoUring || openUring(p->uring, p->eventFd, route) != 0) {
         p->watcherRoute = true;
         if (int r = startWatcher(*p)) {
             close(p->eventFd);

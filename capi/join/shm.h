@@ -202,8 +202,9 @@ JOIN_SHM_API uint64_t join_shm_endpoint_pending(const join_shm_endpoint *e) JOIN
    polls readable, call the try_ operations until -EAGAIN; it is then readable again whenever work
    remains or arrives, so edge-triggered epoll is safe. It may poll readable spuriously now and
    then, never persistently while there is no work. Works with poll, select, epoll and io_uring
-   poll, from any thread using the handle. Returns the fd (>= 0) or a negative errno (-EINVAL for
-   a bad handle). */
+   poll, from any thread using the handle; on kernels whose io_uring signals late (see README), an
+   epoll_wait in the thread whose try_ call last returned -EAGAIN may return EINTR at a wake-up.
+   Returns the fd (>= 0) or a negative errno (-EINVAL for a bad handle). */
 JOIN_SHM_API int join_shm_queue_fd(join_shm_queue *q) JOIN_SHM_NOEXCEPT;
 JOIN_SHM_API int join_shm_endpoint_fd(join_shm_endpoint *e) JOIN_SHM_NOEXCEPT;
 
