@@ -234,23 +234,49 @@ bool probeFutexWait(Uring &u, int eventFd) noexcept {
     return signalled;
 }
 
-// The first route whose ring passes the probe, else kNoUring. The probes signal an eventfd of
-// their own: a deferred ring that fails may still signal it much later.
-int chooseRoute() noexcept {
-    const int eventFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (eventFd < 0) return kNoUring;
-    int found = kNoUring;
-    for (int route : {kDeferred, kInterrupting}) {
+// Opens u for the route with a throwaway eventfd (a deferred ring that fails may still signal it
+// much later) and probes it; closes u unless it works.
+bool openProbed(Uring &u, int route) noexcept {
+    const int probeFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (probeFd < 0) return false;
+    const bool works = openUring(u, probeFd, route) == 0 && probeFutexWait(u, probeFd);
+    if (!works) closeUring(u);
+    close(probeFd);
+    return works;
+}
+
+// Has an open ring signal eventFd instead of the eventfd it was opened with.
+bool resignal(Uring &u, int eventFd) noexcept {
+    return syscall(__NR_io_uring_register, u.fd, IORING_UNREGISTER_EVENTFD, nullptr, 0) == 0 &&
+           syscall(__NR_io_uring_register, u.fd, IORING_REGISTER_EVENTFD, &eventFd, 1) == 0;
+}
+
+// pthread_create for the library's own threads, which take no signals: they belong to the
+// application's threads.
+int startThread(pthread_t &thread, void *(*body)(void *), void *arg) noexcept {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    const int r = pthread_create(&thread, nullptr, body, arg);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return r;
+}
+
+// Whether a deferred ring works here, probed on a short-lived thread: closing a ring interrupts
+// the threads that used it some milliseconds later (the kernel's exit work reaches them through
+// task work), which the caller's epoll_wait would see as EINTR.
+bool deferredWorks() noexcept {
+    bool works = false;
+    pthread_t prober;
+    const auto probe = [](void *result) -> void * {
         Uring u;
-        const bool works = openUring(u, eventFd, route) == 0 && probeFutexWait(u, eventFd);
+        *static_cast<bool *>(result) = openProbed(u, kDeferred);
         closeUring(u);
-        if (works) {
-            found = route;
-            break;
-        }
-    }
-    close(eventFd);
-    return found;
+        return nullptr;
+    };
+    if (startThread(prober, probe, &works) != 0) return false;
+    pthread_join(prober, nullptr);
+    return works;
 }
 
 enum : uint32_t { kIdle = 0, kArmed = 1, kFiring = 2, kFired = 3, kStop = 4 };
@@ -396,12 +422,7 @@ void *watch(void *arg) noexcept {
 }
 
 int startWatcher(Poller &p) noexcept {
-    // The watcher takes no signals: they belong to the application's threads.
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    const int r = pthread_create(&p.watcher, nullptr, watch, &p);
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    const int r = startThread(p.watcher, watch, &p);
     if (r != 0) return -r;
     p.watcherStarted = true;
     return 0;
@@ -520,11 +541,22 @@ int openPoller(Queue &q) noexcept {
         return fdError(q, err, "eventfd");
     }
     int route = fallbackForced() ? kNoUring : uringRoute.load(std::memory_order_relaxed);
-    if (route == kUnknown) {
-        route = chooseRoute();
+    bool uring = false;
+    if (route == kUnknown) {  // the first fd of the process: the first route that passes the probe
+        if (deferredWorks()) {
+            route = kDeferred;
+            uring = openUring(p->uring, p->eventFd, route) == 0;
+        } else {
+            // The probed ring is kept: closing it would interrupt this thread.
+            route = openProbed(p->uring, kInterrupting) ? kInterrupting : kNoUring;
+            uring = route == kInterrupting && resignal(p->uring, p->eventFd);
+            if (route == kInterrupting && !uring) closeUring(p->uring);
+        }
         uringRoute.store(route, std::memory_order_relaxed);
+    } else if (route != kNoUring) {
+        uring = openUring(p->uring, p->eventFd, route) == 0;
     }
-    if (route == kNoUring || openUring(p->uring, p->eventFd, route) != 0) {
+    if (!uring) {
         p->watcherRoute = true;
         if (int r = startWatcher(*p)) {
             close(p->eventFd);
