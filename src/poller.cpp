@@ -65,7 +65,6 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <initializer_list>
 #include <new>
 
 namespace join::shm {
@@ -88,7 +87,7 @@ bool fallbackForced() noexcept {
     return forced;
 }
 
-// How the fd's io_uring is set up in this process, found by probing once (chooseRoute).
+// How the fd's io_uring is set up in this process, found by probing at its first fd (openPoller).
 enum Route : int { kUnknown, kDeferred, kInterrupting, kNoUring };
 std::atomic<int> uringRoute{kUnknown};  // relaxed: a cache; every value found is valid
 
