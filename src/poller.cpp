@@ -21,7 +21,7 @@
 //    thread that armed, which the wake interrupts: E is signalled then, one wake-up as by a pipe,
 //    and an epoll_wait in that thread returns EINTR first (poll and select restart by themselves).
 //  - a watcher thread, where neither works (kernel before 6.7, io_uring disabled or refused by
-//    seccomp) or JOIN_SHM_FD_FALLBACK=1 (tests cover it): a thread per
+//    seccomp) or JOIN_SHM_FD_FALLBACK=1 (=2 skips the deferred ring; tests cover each): a thread per
 //    handle sleeps on the word as a blocking waiter does and writes E when there is work. Two
 //    wake-ups per event instead of one, and a thread per fd.
 // Arming happens when the fd is requested and when a try_ call returns -EAGAIN: the rule users
@@ -79,17 +79,19 @@ WaitWord &wordOf(const Queue &q) noexcept {
     return q.role == JOIN_SHM_PRODUCER ? q.header().not_full : q.header().not_empty;
 }
 
-bool fallbackForced() noexcept {
-    static const bool forced = [] {
-        const char *e = std::getenv("JOIN_SHM_FD_FALLBACK");
-        return e && e[0] == '1';
-    }();
-    return forced;
-}
-
 // How the fd's io_uring is set up in this process, found by probing at its first fd (openPoller).
 enum Route : int { kUnknown, kDeferred, kInterrupting, kNoUring };
 std::atomic<int> uringRoute{kUnknown};  // relaxed: a cache; every value found is valid
+
+// JOIN_SHM_FD_FALLBACK=1 skips io_uring (the watcher serves every fd), =2 the deferred ring (the
+// interrupting one serves, where it works), so that tests cover each route on any kernel.
+int routeLimit() noexcept {
+    static const int limit = [] {
+        const char *e = std::getenv("JOIN_SHM_FD_FALLBACK");
+        return e && e[0] == '1' ? kNoUring : e && e[0] == '2' ? kInterrupting : kDeferred;
+    }();
+    return limit;
+}
 
 long futexPrivate(std::atomic<uint32_t> &word, int op, uint32_t value) noexcept {
     return syscall(SYS_futex, &word, op | FUTEX_PRIVATE_FLAG, value, nullptr, nullptr, 0);
@@ -539,10 +541,12 @@ int openPoller(Queue &q) noexcept {
         delete p;
         return fdError(q, err, "eventfd");
     }
-    int route = fallbackForced() ? kNoUring : uringRoute.load(std::memory_order_relaxed);
+    int route = uringRoute.load(std::memory_order_relaxed);
     bool uring = false;
     if (route == kUnknown) {  // the first fd of the process: the first route that passes the probe
-        if (deferredWorks()) {
+        if (routeLimit() == kNoUring) {
+            route = kNoUring;
+        } else if (routeLimit() == kDeferred && deferredWorks()) {
             route = kDeferred;
             uring = openUring(p->uring, p->eventFd, route) == 0;
         } else {
