@@ -635,28 +635,12 @@ int waitAny(Queue *const *queues, int *ready, unsigned n, int64_t timeoutNs) noe
         }
         return found;
     };
-    // Spin as the blocking calls do (the least of the handles' spin times, longer right after this
-    // thread woke a peer; the first polls before reading the clock), then sleep.
+    // Spin as the blocking calls do (for the least of the handles' spin times), then sleep.
     int64_t spinNs = queues[0]->spinNs;
     for (unsigned i = 1; i < n; ++i)
         if (queues[i]->spinNs < spinNs) spinNs = queues[i]->spinNs;
-    for (int i = 0; spinNs > 0 && i < kPollsBeforeClock; ++i) {
-        cpuRelax();
-        if ((count = look())) return count;
-    }
-    const int64_t start = monotonicNs();
-    const int64_t deadline = deadlineAfter(start, timeoutNs);
-    if (spinNs > 0 && spinNs < kAfterWakeSpinNs && start - lastWakeNs() < kAfterWakeSpinNs) spinNs = kAfterWakeSpinNs;
-    const int64_t spinUntil = start + spinNs < deadline ? start + spinNs : deadline;
-    for (unsigned i = 1; spinNs > 0; ++i) {
-        cpuRelax();
-        if ((count = look())) return count;
-        if (i % 16 == 0) {
-            const int64_t now = monotonicNs();
-            if (now >= spinUntil) break;
-            if (i % 128 == 0 && now - start > kYieldAfterNs) sched_yield();
-        }
-    }
+    int64_t deadline;
+    if (spinFirst(spinNs, timeoutNs, deadline, [&] { return (count = look()) != 0; })) return count;
     WaitWord *words[JOIN_SHM_WAIT_MAX];
     uint32_t seen[JOIN_SHM_WAIT_MAX];
     for (;;) {

@@ -91,8 +91,6 @@ inline int64_t deadlineAfter(int64_t now, int64_t timeoutNs) noexcept {
 // moves one ring-full per wake-up.
 constexpr int64_t kAfterWakeSpinNs = 1'000'000;
 
-constexpr int64_t kYieldAfterNs = 5'000;
-
 // Polls a waiter makes before it first reads the clock (a clock read costs about as much as a poll
 // and a pause, ~30 ns each on a VM): the reply of a round trip usually lands within them, and then
 // the clock read would have delayed seeing it.
@@ -101,35 +99,51 @@ constexpr int kPollsBeforeClock = 16;
 // When this thread last woke a sleeper (monotonicNs), or a long time ago.
 int64_t lastWakeNs() noexcept;
 
+// Past this much spinning, a waiter yields its CPU at every clock read (every kPollsPerClock polls,
+// under a microsecond): with more runnable threads than cores, the peer it waits for may be queued
+// behind it. Yielding only every 256 polls (~10 us) after 5 us, four processes on two CPUs (a
+// broadcast ring of capacity 1 with three subscribers) took 50 us a message; this way, 9 to 12 us.
+// A round trip's reply usually lands before the first yield: the bench's round trips did not move.
+constexpr int64_t kYieldAfterNs = 1'000;
+constexpr unsigned kPollsPerClock = 16;
+
+// The spin of every blocking wait: calls poll() (true once the wait is over) between pauses, for
+// spinNs (longer just after this thread woke a peer; never when spinNs is 0), the first polls before
+// any clock read. True when poll() ended it. deadline is set from timeoutNs, counted from the first
+// clock read.
+template <class Poll>
+bool spinFirst(int64_t spinNs, int64_t timeoutNs, int64_t &deadline, Poll &&poll) noexcept {
+    for (int i = 0; spinNs > 0 && i < kPollsBeforeClock; ++i) {
+        cpuRelax();
+        if (poll()) return true;
+    }
+    const int64_t start = monotonicNs();
+    deadline = deadlineAfter(start, timeoutNs);
+    if (spinNs > 0 && spinNs < kAfterWakeSpinNs && start - lastWakeNs() < kAfterWakeSpinNs) spinNs = kAfterWakeSpinNs;
+    const int64_t spinUntil = start + spinNs < deadline ? start + spinNs : deadline;
+    for (unsigned i = 1; spinNs > 0; ++i) {
+        cpuRelax();
+        if (poll()) return true;
+        if (i % kPollsPerClock == 0) {
+            const int64_t now = monotonicNs();
+            if (now >= spinUntil) break;
+            if (now - start > kYieldAfterNs) sched_yield();
+        }
+    }
+    return false;
+}
+
 // Retries tryOp (returning 0, -EAGAIN, or another error) until it does not return -EAGAIN or the
-// timeout passes (-ETIMEDOUT). Spins for spinNs (longer just after waking a peer; never when
-// spinNs is 0), then sleeps on w. Before each sleep, sleepSlice() says how long the caller may
-// sleep at most (0: until woken) or that it should retry at once (< 0); it lets recovery from a
-// dead peer, which nobody will wake us for, make progress.
+// timeout passes (-ETIMEDOUT). Spins (spinFirst), then sleeps on w. Before each sleep,
+// sleepSlice() says how long the caller may sleep at most (0: until woken) or that it should retry
+// at once (< 0); it lets recovery from a dead peer, which nobody will wake us for, make progress.
 template <class TryOp, class SleepSlice>
 int waitFor(WaitWord &w, int64_t spinNs, int64_t timeoutNs, TryOp &&tryOp, SleepSlice &&sleepSlice) noexcept {
     int r = tryOp();
     if (r != -EAGAIN) return r;
     if (timeoutNs == 0) return -ETIMEDOUT;
-    for (int i = 0; spinNs > 0 && i < kPollsBeforeClock; ++i) {
-        cpuRelax();
-        if ((r = tryOp()) != -EAGAIN) return r;
-    }
-    const int64_t start = monotonicNs();
-    if (spinNs > 0 && spinNs < kAfterWakeSpinNs && start - lastWakeNs() < kAfterWakeSpinNs) spinNs = kAfterWakeSpinNs;
-    const int64_t deadline = deadlineAfter(start, timeoutNs);
-    const int64_t spinUntil = start + spinNs < deadline ? start + spinNs : deadline;
-    for (unsigned i = 1; spinNs > 0; ++i) {
-        cpuRelax();
-        if ((r = tryOp()) != -EAGAIN) return r;
-        if (i % 32 == 0) {
-            const int64_t now = monotonicNs();
-            if (now >= spinUntil) break;
-            // Past the first microseconds, let a peer that shares our CPU run: with more
-            // processes than cores, the one we wait for may be queued behind us.
-            if (i % 256 == 0 && now - start > kYieldAfterNs) sched_yield();
-        }
-    }
+    int64_t deadline;
+    if (spinFirst(spinNs, timeoutNs, deadline, [&] { return (r = tryOp()) != -EAGAIN; })) return r;
     for (;;) {
         uint32_t expected = announceWaiter(w);
         if ((r = tryOp()) != -EAGAIN) return r;
