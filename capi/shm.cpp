@@ -85,21 +85,28 @@ int timedOut(const Queue &q, int r, int64_t timeoutNs) noexcept {
 
 // Retries op until it succeeds or the timeout passes, sleeping on the ring's futex word meanwhile.
 template <class Op>
-int waitOn(Queue &q, int64_t timeoutNs, Op &&op) noexcept {
+[[gnu::noinline]] int waitOn(Queue &q, int64_t timeoutNs, Op &&op) noexcept {
     WaitWord &w = q.role == JOIN_SHM_PRODUCER ? q.header().not_full : q.header().not_empty;
     return timedOut(q, waitFor(w, q.spinNs, timeoutNs, op, [&q] { return stuckSlice(q); }), timeoutNs);
 }
 
+// The first try is inlined here as in join_shm_try_push/try_pop, and the wait is out of line: a
+// blocking call that need not wait cost 30 instructions more than a try_ call through waitOn's
+// lambda (callgrind, 8 B SPSC push + pop: 288 against 228 a pair).
 int timedPush(join_shm_queue *handle, const void *element, int64_t timeoutNs) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_PRODUCER, element, &err);
-    return q ? waitOn(*q, timeoutNs, [&] { return tryPush(*q, element); }) : err;
+    if (!q) return err;
+    const int r = tryPush(*q, element);
+    return r != -EAGAIN ? r : waitOn(*q, timeoutNs, [q, element] { return tryPush(*q, element); });
 }
 
 int timedPop(join_shm_queue *handle, void *element, int64_t timeoutNs) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_CONSUMER, element, &err);
-    return q ? waitOn(*q, timeoutNs, [&] { return tryPop(*q, element); }) : err;
+    if (!q) return err;
+    const int r = tryPop(*q, element);
+    return r != -EAGAIN ? r : waitOn(*q, timeoutNs, [q, element] { return tryPop(*q, element); });
 }
 
 // Hands out one claimed slot for zero-copy use.
