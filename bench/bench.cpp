@@ -496,11 +496,22 @@ void printThroughput(const Bench &b, size_t size) {
     t.print();
 }
 
-// What batches and zero-copy gain over one copy per call: each against the single-call spin row of
-// the same ring, message size and number of producers.
+// The median of a's repetitions divided by b's, repetition by repetition. Repetitions are
+// interleaved (Bench::run), so the two rows of one repetition ran within a second of each other;
+// paired this way, a slow spell of the VM lowers both sides of a ratio instead of one median.
+double pairedRatio(const ThroughputRow &a, const ThroughputRow &b) {
+    std::vector<double> ratios;
+    for (size_t i = 0; i < a.reps.size() && i < b.reps.size(); ++i)
+        if (b.reps[i] > 0) ratios.push_back(a.reps[i] / b.reps[i]);
+    return spread(ratios).median;
+}
+
+// What batches and zero-copy gain over one copy per call, and what blocking calls cost against
+// polling: each against the single-call spin row of the same ring, message size and number of
+// producers (paired ratios, above).
 void printGains(const Bench &b, size_t size) {
     Table t({"ring", "producers", "1 copy/call msgs/s", "batch msgs/s", "batch ×single", "zero-copy msgs/s",
-             "zero-copy ×copy"});
+             "zero-copy ×copy", "blocking ×spin"});
     bool any = false;
     std::vector<int> producerCounts{1};
     if (b.o.producers > 1) producerCounts.push_back(b.o.producers);
@@ -510,16 +521,20 @@ void printGains(const Bench &b, size_t size) {
             const ThroughputRow *single = b.res.findThroughput(ring + " spin", size, producers);
             const ThroughputRow *batch = b.res.findThroughput(ring + " batch", size, producers);
             const ThroughputRow *zero = b.res.findThroughput(ring + " zero-copy", size, producers);
+            const ThroughputRow *blocking = b.res.findThroughput(ring + " blocking", size, producers);
             if (!single || (!batch && !zero)) continue;
             const double base = single->rate().median;
             auto rate = [](const ThroughputRow *r) { return r ? formatRate(r->rate().median) : std::string("-"); };
-            auto gain = [&](const ThroughputRow *r) { return r ? formatRatio(r->rate().median / base) : "-"; };
+            auto gain = [&](const ThroughputRow *r) { return r ? formatRatio(pairedRatio(*r, *single)) : "-"; };
             t.row({policyName(policy), std::to_string(producers), formatRate(base), rate(batch), gain(batch),
-                   rate(zero), gain(zero)});
+                   rate(zero), gain(zero), gain(blocking)});
             any = true;
         }
     if (!any) return;
-    fmt::print("\nGains over one copy per call, {} B messages (batch: up to {} per call; medians)\n", size, b.o.batch);
+    fmt::print(
+        "\nGains over one copy per call, {} B messages (batch: up to {} per call; medians; ratios: median of "
+        "the ratios within each repetition; blocking: push/pop)\n",
+        size, b.o.batch);
     t.print();
 }
 
