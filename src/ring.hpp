@@ -94,6 +94,12 @@ inline void tagRun(const Queue &q, const Claim &c, bool consumer) noexcept {
 
 inline bool shouldLookForStuck(Queue &q) noexcept { return ++q.idlePolls % kStuckCheckEvery == 0; }
 
+// A consumer that found nothing to take at position: on every kStuckCheckEvery-th such look, checks
+// for a dead producer holding that slot (none can on SPSC). True when it freed the way.
+[[gnu::always_inline]] inline bool consumerFreedStuckSlot(Queue &q, uint64_t position) noexcept {
+    return sharedProducers(q) && shouldLookForStuck(q) && recoverForConsumer(q, position);
+}
+
 // Producer: claims up to `want` consecutive free slots from the next position. 0 or -EAGAIN (full).
 [[gnu::always_inline]] inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
     if (q.policy == JOIN_SHM_BROADCAST) {
@@ -249,9 +255,7 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
         }
         // Nothing to take, the poll that repeats most: settled here as the loop below would settle
         // it (it ends a lone consumer's scan of an empty slot the same way), without the scan.
-        if (seq != 4 * q.position + kAbandoned &&
-            (!sharedProducers(q) || !shouldLookForStuck(q) || !recoverForConsumer(q, q.position)))
-            return -EAGAIN;
+        if (seq != 4 * q.position + kAbandoned && !consumerFreedStuckSlot(q, q.position)) return -EAGAIN;
     }
     bool announced = false;  // as in claimForWrite
     for (int attempt = 0; attempt < kMaxClaimAttempts; ++attempt) {
@@ -279,7 +283,7 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
         if (n == 0) {
             const auto diff = static_cast<int64_t>(slot->seq.load(std::memory_order_relaxed) - (4 * position + kFull));
             if (diff > 0 && sharedConsumers(q)) continue;  // taken by another consumer: reload tail
-            if (sharedProducers(q) && shouldLookForStuck(q) && recoverForConsumer(q, position)) continue;
+            if (consumerFreedStuckSlot(q, position)) continue;
             break;
         }
         if (sharedConsumers(q)) {
