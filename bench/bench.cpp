@@ -390,11 +390,14 @@ struct Bench {
     }
 
     void runRepetition(int rep) {
-        if (o.rtt && o.wants("floor"))
+        if (o.rtt && o.wants("floor")) {
             for (bool two : {false, true}) {
                 CacheLineFloor t(two);
                 measureRoundTrip(t, 8, res.floor, rep);
             }
+            FutexFloor sleeping;
+            measureRoundTrip(sleeping, 8, res.floor, rep);
+        }
         for (size_t size : allSizes()) {
             const bool gainsOnlySize = gainsOnly(size);
             if (o.rtt && !gainsOnlySize)
@@ -445,6 +448,35 @@ Machine describeMachine() {
 const char *kBaseline = "join-shm SPSC spin";
 const char *kFloor = "hw floor, 2 lines";
 const char *kFloorStream = "hw floor stream";
+const char *kFloorSleeping = "futex floor, sleeping";
+
+bool wakesPerMessage(const std::string &label) {
+    return label.find(" sleep") != std::string::npos || label.find(" epoll") != std::string::npos;
+}
+
+// The median of the p50 ratios within each repetition (see pairedRatio below for why paired).
+double pairedP50Ratio(const RoundTripRow &a, const RoundTripRow &b) {
+    std::vector<double> ratios;
+    for (size_t i = 0; i < a.reps.size() && i < b.reps.size(); ++i)
+        if (b.reps[i].p50 > 0) ratios.push_back(a.reps[i].p50 / b.reps[i].p50);
+    return spread(ratios).median;
+}
+
+// Rows that pay a wake-up per message, against the futex floor: what each adds to the kernel's
+// own cost of waking a sleeping process.
+void printWakeRatios(const Bench &b, size_t size) {
+    const RoundTripRow *floor = nullptr;
+    for (const auto &f : b.res.floor)
+        if (f.transport == kFloorSleeping) floor = &f;
+    if (!floor) return;
+    std::vector<std::string> parts;
+    for (const auto &r : b.res.rtt)
+        if (r.size == size && (wakesPerMessage(r.transport) || r.transport == "pipe"))
+            parts.push_back(fmt::format("{} {}", r.transport, formatRatio(pairedP50Ratio(r, *floor))));
+    if (parts.empty()) return;
+    fmt::print("A wake-up per message, p50 against the futex floor (median of per-repetition ratios): {}\n",
+               fmt::join(parts, ", "));
+}
 
 void printRoundTrips(const Bench &b, size_t size) {
     if (b.gainsOnly(size)) return;
@@ -470,6 +502,7 @@ void printRoundTrips(const Bench &b, size_t size) {
                floor ? formatRatio(p50 / floor->stat(&Percentiles::p50).median) : "-"});
     }
     t.print();
+    printWakeRatios(b, size);
 }
 
 void printThroughput(const Bench &b, size_t size) {
@@ -660,10 +693,6 @@ struct Verdict {
 double bestRate(const ThroughputRow &r) { return r.rate().max; }
 double bestP50(const RoundTripRow &r) { return r.stat(&Percentiles::p50).min; }
 
-bool wakesPerMessage(const std::string &label) {
-    return label.find(" sleep") != std::string::npos || label.find(" epoll") != std::string::npos;
-}
-
 std::vector<Verdict> evaluate(const Bench &b, const std::vector<Floor> &floors) {
     std::vector<Verdict> out;
     const RoundTripRow *floor2 = nullptr;
@@ -814,6 +843,9 @@ int main(int argc, char **argv) {
     notes.push_back(
         "hw floor: two processes pass a counter through a MAP_SHARED mapping, both words in one "
         "cache line or one line each; ×floor is relative to the 2-line figure");
+    notes.push_back(
+        "futex floor, sleeping: the same with FUTEX_WAIT/FUTEX_WAKE around it, the receiver never spinning: "
+        "one wake-up of a sleeping process per message, nothing else");
     notes.push_back(
         "hw floor stream: a minimal SPSC ring (rigtorp style: cursors on their own lines, each side caching the "
         "other's, acquire/release) in a MAP_SHARED mapping, same size and capacity, copying in and out; "

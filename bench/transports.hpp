@@ -1,15 +1,18 @@
 // The peers libjoin-shm is compared with, each behind the transport interface described at the top
 // of common.hpp: pipe, AF_UNIX SOCK_SEQPACKET socketpair, POSIX message queue,
 // Boost.Interprocess message_queue (when built with JOIN_SHM_BENCH_BOOST), and the hardware floors:
-// two processes handing a cache line back and forth (round trip), and a minimal SPSC ring (stream).
+// two processes handing a cache line back and forth (round trip), two processes waking each other
+// with a futex (round trip, sleeping), and a minimal SPSC ring (stream).
 #pragma once
 
 #include "common.hpp"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <mqueue.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -338,6 +341,68 @@ private:
     bool twoLines_;
     std::atomic<uint64_t> *words_ = nullptr, *mine_ = nullptr, *theirs_ = nullptr;
     uint64_t seen_ = 0;
+};
+
+// The sleeping floor: two processes that wake each other with nothing else around it. Each message
+// bumps the sender's turn word (its 8 bytes beside it) and always issues a FUTEX_WAKE; the receiver
+// never spins: while the other's turn word has not moved it sleeps in FUTEX_WAIT. So every message
+// is one wake-up of a sleeping process, as in sleep mode (spin_ns < 0) or a pipe's blocking read:
+// what such a round trip costs on this machine before any library adds anything.
+class FutexFloor {
+public:
+    static constexpr bool kStreams = false;
+
+    std::string label() const { return "futex floor, sleeping"; }
+
+    std::string setup(const Shape &) {
+        void *m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) osFailure(label(), "mmap");
+        std::memset(m, 0, 4096);  // fault the page in now
+        cells_ = static_cast<Cell *>(m);
+        return {};
+    }
+    void open(Side side, bool, int) {
+        mine_ = &cells_[side == Side::A ? 0 : 1];
+        theirs_ = &cells_[side == Side::A ? 1 : 0];
+        seen_ = 0;
+    }
+    void send(const char *msg) {
+        // The payload is written before the release store of the turn; the receiver reads it after
+        // its acquire load saw that turn, and answers before this side writes the payload again.
+        std::memcpy(mine_->payload, msg, 8);
+        mine_->turn.store(mine_->turn.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+        syscall(SYS_futex, &mine_->turn, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+    }
+    void recv(char *msg) {
+        uint32_t now;
+        // FUTEX_WAIT returns at once if the word no longer holds seen_, so a wake that came before
+        // the wait is not lost.
+        while ((now = theirs_->turn.load(std::memory_order_acquire)) == seen_)
+            syscall(SYS_futex, &theirs_->turn, FUTEX_WAIT, seen_, nullptr, nullptr, 0);
+        seen_ = now;
+        std::memcpy(msg, theirs_->payload, 8);
+    }
+    size_t sendSome(const char *msgs, size_t) {
+        send(msgs);
+        return 1;
+    }
+    size_t recvSome(char *msgs, size_t) {
+        recv(msgs);
+        return 1;
+    }
+    void close() {}
+    void teardown() {
+        if (cells_) munmap(cells_, 4096);
+        cells_ = nullptr;
+    }
+
+private:
+    struct alignas(64) Cell {  // one line per side, as the 2-line hardware floor
+        std::atomic<uint32_t> turn;
+        char payload[8];
+    };
+    Cell *cells_ = nullptr, *mine_ = nullptr, *theirs_ = nullptr;
+    uint32_t seen_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
