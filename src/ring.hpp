@@ -318,7 +318,8 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
 }
 
 // Copies one element. The common small sizes are copied inline: through memcpy's PLT entry and
-// size dispatch, an 8 B element cost about 20 instructions a call (callgrind).
+// size dispatch, an 8 B element cost about 20 instructions a call (callgrind), and batches of 64 B
+// elements ran at 0.6x the rate they reach with the copy inline (12 alternated pairs).
 [[gnu::always_inline]] inline void copyElement(unsigned char *to, const unsigned char *from, uint64_t size) noexcept {
     if (size == 8)
         std::memcpy(to, from, 8);
@@ -326,6 +327,8 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
         std::memcpy(to, from, 16);
     else if (size == 32)
         std::memcpy(to, from, 32);
+    else if (size == 64)
+        std::memcpy(to, from, 64);
     else
         std::memcpy(to, from, size);
 }
