@@ -90,25 +90,33 @@ template <class Op>
     return timedOut(q, waitFor(w, q.spinNs, timeoutNs, op, [&q] { return stuckSlice(q); }), timeoutNs);
 }
 
-// The first try is inlined here as in join_shm_try_push/try_pop, and the wait is out of line: a
-// blocking call that need not wait cost 30 instructions more than a try_ call through waitOn's
-// lambda (callgrind, 8 B SPSC push + pop: 288 against 228 a pair; 231 then, 209 with copyElement).
-// Splitting waitFor itself into an inline first try and an out-of-line rest gave 272: GCC keeps the
-// lambda, used at five places, out of line, and its copy loses the inlined small-size memcpy.
+// A blocking call first tries as join_shm_try_push/try_pop do (the quick path inline), and only
+// then, out of line, the full try and the wait: through waitOn's lambda alone, a call that need not
+// wait cost 30 instructions more than a try_ call (callgrind, 8 B SPSC push + pop: 288 against 228
+// a pair). Splitting waitFor itself into an inline first try and an out-of-line rest gave 272: GCC
+// keeps the lambda, used at five places, out of line, and its copy loses the inlined small copy.
+[[gnu::noinline]] int pushOrWait(Queue &q, const void *element, int64_t timeoutNs) noexcept {
+    const int r = tryPush(q, element);
+    return r != -EAGAIN ? r : waitOn(q, timeoutNs, [&q, element] { return tryPush(q, element); });
+}
+
+[[gnu::noinline]] int popOrWait(Queue &q, void *element, int64_t timeoutNs) noexcept {
+    const int r = tryPop(q, element);
+    return r != -EAGAIN ? r : waitOn(q, timeoutNs, [&q, element] { return tryPop(q, element); });
+}
+
 int timedPush(join_shm_queue *handle, const void *element, int64_t timeoutNs) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_PRODUCER, element, &err);
     if (!q) return err;
-    const int r = tryPush(*q, element);
-    return r != -EAGAIN ? r : waitOn(*q, timeoutNs, [q, element] { return tryPush(*q, element); });
+    return quickPush(*q, element) == 0 ? 0 : pushOrWait(*q, element, timeoutNs);
 }
 
 int timedPop(join_shm_queue *handle, void *element, int64_t timeoutNs) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_CONSUMER, element, &err);
     if (!q) return err;
-    const int r = tryPop(*q, element);
-    return r != -EAGAIN ? r : waitOn(*q, timeoutNs, [q, element] { return tryPop(*q, element); });
+    return quickPop(*q, element) == 0 ? 0 : popOrWait(*q, element, timeoutNs);
 }
 
 // Hands out one claimed slot for zero-copy use.
@@ -118,6 +126,23 @@ int takeSlot(Queue &q, const Claim &c, void **slot) noexcept {
     q.outstandingSlot = c.slot;
     *slot = elementOf(q, c.slot);
     return 0;
+}
+
+// What the quick paths (ring.hpp) leave: the reply to a ring found full or empty, and the claim
+// loops. Out of line, and reached by tail calls, so that the try_ calls save registers only on
+// these paths and not on their common one.
+[[gnu::noinline]] int ranDry(Queue &q) noexcept { return wouldBlock(q, -EAGAIN); }
+[[gnu::noinline]] int pushRest(Queue &q, const void *element) noexcept { return wouldBlock(q, tryPush(q, element)); }
+[[gnu::noinline]] int popRest(Queue &q, void *element) noexcept { return wouldBlock(q, tryPop(q, element)); }
+[[gnu::noinline]] int reserveRest(Queue &q, void **slot) noexcept {
+    Claim c;
+    const int r = claimForWrite(q, c);
+    return r ? wouldBlock(q, r) : takeSlot(q, c, slot);
+}
+[[gnu::noinline]] int peekRest(Queue &q, void **slot) noexcept {
+    Claim c;
+    const int r = claimForRead(q, c);
+    return r ? wouldBlock(q, r) : takeSlot(q, c, slot);
 }
 
 bool validPolicy(int policy) noexcept { return policy >= JOIN_SHM_SPSC && policy <= JOIN_SHM_BROADCAST; }
@@ -243,7 +268,9 @@ int join_shm_unlink(const char *name) noexcept {
 int join_shm_try_push(join_shm_queue *handle, const void *element) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_PRODUCER, element, &err);
-    return q ? wouldBlock(*q, tryPush(*q, element)) : err;
+    if (!q) return err;
+    const int r = quickPush(*q, element);
+    return r == 0 ? 0 : r == -EAGAIN ? ranDry(*q) : pushRest(*q, element);
 }
 
 int join_shm_push(join_shm_queue *q, const void *element) noexcept { return timedPush(q, element, -1); }
@@ -255,7 +282,9 @@ int join_shm_timed_push(join_shm_queue *q, const void *element, int64_t timeout_
 int join_shm_try_pop(join_shm_queue *handle, void *element) noexcept {
     int err = 0;
     Queue *q = copyable(handle, JOIN_SHM_CONSUMER, element, &err);
-    return q ? wouldBlock(*q, tryPop(*q, element)) : err;
+    if (!q) return err;
+    const int r = quickPop(*q, element);
+    return r == 0 ? 0 : r == -EAGAIN ? ranDry(*q) : popRest(*q, element);
 }
 
 int join_shm_pop(join_shm_queue *q, void *element) noexcept { return timedPop(q, element, -1); }
@@ -289,8 +318,8 @@ int join_shm_try_reserve(join_shm_queue *handle, void **slot) noexcept {
     Queue *q = copyable(handle, JOIN_SHM_PRODUCER, slot, &err);
     if (!q) return err;
     Claim c;
-    int r = claimForWrite(*q, c);
-    return r ? wouldBlock(*q, r) : takeSlot(*q, c, slot);
+    const int r = quickClaimForWrite(*q, c);
+    return r == 0 ? takeSlot(*q, c, slot) : r == -EAGAIN ? ranDry(*q) : reserveRest(*q, slot);
 }
 
 int join_shm_timed_reserve(join_shm_queue *handle, void **slot, int64_t timeout_ns) noexcept {
@@ -317,8 +346,10 @@ int join_shm_try_peek(join_shm_queue *handle, const void **slot) noexcept {
     Queue *q = copyable(handle, JOIN_SHM_CONSUMER, slot, &err);
     if (!q) return err;
     Claim c;
-    int r = claimForRead(*q, c);
-    return r ? wouldBlock(*q, r) : takeSlot(*q, c, const_cast<void **>(slot));
+    const int r = quickClaimForRead(*q, c);
+    return r == 0         ? takeSlot(*q, c, const_cast<void **>(slot))
+           : r == -EAGAIN ? ranDry(*q)
+                          : peekRest(*q, const_cast<void **>(slot));
 }
 
 int join_shm_timed_peek(join_shm_queue *handle, const void **slot, int64_t timeout_ns) noexcept {

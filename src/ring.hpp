@@ -100,6 +100,43 @@ inline bool shouldLookForStuck(Queue &q) noexcept { return ++q.idlePolls % kStuc
     return sharedProducers(q) && shouldLookForStuck(q) && recoverForConsumer(q, position);
 }
 
+// One try of a shared producer (MPSC, MPMC) at head, last read as `position`, for up to `want`
+// free slots: Claimed (in c), Full (the slot at position is not free yet), or Moved (another
+// producer was first; position is head again).
+enum class Attempt { Claimed, Full, Moved };
+
+[[gnu::always_inline]] inline Attempt claimAtHead(Queue &q, uint64_t &position, Claim &c, uint64_t want,
+                                                  bool &announced) noexcept {
+    std::atomic<uint64_t> &head = q.header().head;
+    SlotHeader *slot = slotOf(q, position), *s = slot;
+    // Acquire pairs with the consumer's release in releaseRead: its copies out of the slot
+    // happened before we write over it.
+    const auto diff = static_cast<int64_t>(slot->seq.load(std::memory_order_acquire) - 4 * position);
+    if (diff < 0) return Attempt::Full;
+    if (diff > 0) {
+        position = head.load(std::memory_order_relaxed);  // claimed by another producer
+        return Attempt::Moved;
+    }
+    // Free slots stay free until somebody moves head past them, so the run we count here is still
+    // ours if the CAS from `position` succeeds.
+    uint64_t n = 1;
+    while (n < want && (s = nextSlot(q, s))->seq.load(std::memory_order_acquire) == 4 * (position + n))
+        ++n;
+    announceClaim(q, position, false);
+    announced = true;
+    // Release: our intent is visible to whoever sees head past position (participants.hpp).
+    // Otherwise head only arbitrates among producers; the elements are ordered by seq. A failed
+    // CAS loads head into position.
+    if (!head.compare_exchange_weak(position, position + n, std::memory_order_release, std::memory_order_relaxed))
+        return Attempt::Moved;
+    c = {position, slot, n};
+    tagRun(q, c, false);
+    dropIntent(q);
+    announced = false;
+    q.stuckSinceNs = 0;
+    return Attempt::Claimed;
+}
+
 // Producer: claims up to `want` consecutive free slots from the next position. 0 or -EAGAIN (full).
 [[gnu::always_inline]] inline int claimForWrite(Queue &q, Claim &c, uint64_t want = 1) noexcept {
     if (q.policy == JOIN_SHM_BROADCAST) {
@@ -130,41 +167,24 @@ inline bool shouldLookForStuck(Queue &q) noexcept { return ++q.idlePolls % kStuc
     uint64_t position = head.load(std::memory_order_relaxed);
     bool announced = false;  // our intent names a claim we may not have made: drop it before leaving
     for (int attempt = 0; attempt < kMaxClaimAttempts; ++attempt) {
-        SlotHeader *slot = slotOf(q, position), *s = slot;
-        // Acquire: same pairing with releaseRead as above.
-        const auto diff = static_cast<int64_t>(slot->seq.load(std::memory_order_acquire) - 4 * position);
-        if (diff == 0) {
-            // Free slots stay free until somebody moves head past them, so the run we count here
-            // is still ours if the CAS from `position` succeeds.
-            uint64_t n = 1;
-            while (n < want && (s = nextSlot(q, s))->seq.load(std::memory_order_acquire) == 4 * (position + n))
-                ++n;
-            announceClaim(q, position, false);
-            announced = true;
-            // Release: our intent is visible to whoever sees head past position (participants.hpp).
-            // Otherwise head only arbitrates among producers; the elements are ordered by seq.
-            if (head.compare_exchange_weak(position, position + n, std::memory_order_release,
-                                           std::memory_order_relaxed)) {
-                c = {position, slot, n};
-                tagRun(q, c, false);
-                dropIntent(q);
-                q.stuckSinceNs = 0;
-                return 0;
-            }
-        } else if (diff < 0) {
-            // The slot still holds (or is yielding) an element of the last lap.
-            if (!shouldLookForStuck(q) || !recoverForProducer(q, position)) break;
-        } else {
-            position = head.load(std::memory_order_relaxed);  // claimed by another producer
-        }
+        const Attempt a = claimAtHead(q, position, c, want, announced);
+        if (a == Attempt::Claimed) return 0;
+        // A full slot still holds (or is yielding) an element of the last lap.
+        if (a == Attempt::Full && (!shouldLookForStuck(q) || !recoverForProducer(q, position))) break;
     }
     if (announced) dropIntent(q);
     return -EAGAIN;
 }
 
 // Producer: makes claimed slots visible as kFull (or kAbandoned, which consumers skip).
+inline void publishQueued(Queue &q, const Claim &c, uint64_t state) noexcept;
 inline void publish(Queue &q, const Claim &c, uint64_t state) noexcept {
     if (q.policy == JOIN_SHM_BROADCAST) return broadcastPublish(q, c);
+    publishQueued(q, c, state);
+}
+
+// publish for the queue policies (SPSC, MPSC, MPMC).
+inline void publishQueued(Queue &q, const Claim &c, uint64_t state) noexcept {
     SlotHeader *s = c.slot;
     for (uint64_t i = 0; i < c.count; ++i, s = nextSlot(q, s))
         // Release pairs with the consumer's acquire in claimForRead: the element is complete
@@ -179,8 +199,14 @@ inline void publish(Queue &q, const Claim &c, uint64_t state) noexcept {
 }
 
 // Consumer: hands claimed slots back to producers (and steps the lone cursor).
+inline void releaseQueued(Queue &q, const Claim &c) noexcept;
 inline void releaseRead(Queue &q, const Claim &c) noexcept {
     if (q.policy == JOIN_SHM_BROADCAST) return broadcastRelease(q, c);
+    releaseQueued(q, c);
+}
+
+// releaseRead for the queue policies (SPSC, MPSC, MPMC).
+inline void releaseQueued(Queue &q, const Claim &c) noexcept {
     if (!sharedProducers(q)) {
         advanceLone(q, c.count);
         // Release pairs with the SPSC producer's acquire in claimForWrite: our reads of the
@@ -226,6 +252,84 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
     return c;
 }
 
+// A poll that found no element or no room, counted toward the look for a dead claimant as
+// shouldLookForStuck counts it, unless it is the poll due for that look: then false, uncounted,
+// and the claim loop must take it (it counts it there and looks).
+[[gnu::always_inline]] inline bool countedIdlePoll(Queue &q) noexcept {
+    if ((q.idlePolls + 1) % kStuckCheckEvery == 0) return false;
+    ++q.idlePolls;
+    return true;
+}
+
+// A shared consumer's (MPMC) claim of the run of n slots it found at `position`, by moving tail
+// on from there. False when another consumer moved it first.
+[[gnu::always_inline]] inline bool takeAtTail(Queue &q, uint64_t position, SlotHeader *slot, uint64_t n,
+                                              bool &announced) noexcept {
+    announceClaim(q, position, true);
+    announced = true;
+    // Release: as head's in claimAtHead. Otherwise tail only arbitrates among consumers.
+    if (!q.header().tail.compare_exchange_weak(position, position + n, std::memory_order_release,
+                                               std::memory_order_relaxed))
+        return false;
+    tagRun(q, {position, slot, n}, true);
+    dropIntent(q);
+    announced = false;
+    return true;
+}
+
+// What a lone consumer (SPSC, MPSC) taking one element learns from one look at the slot at its
+// position: Ready (the element is there), Empty (nothing to take, no look for a dead producer
+// due), or Undecided: the claim loop decides (an abandoned slot to skip, the look due). The loop
+// would settle Ready and Empty the same way, through its run scan and a second load; this is the
+// poll that repeats most.
+enum class Look { Ready, Empty, Undecided };
+
+[[gnu::always_inline]] inline Look loneConsumerLook(Queue &q, SlotHeader *&slot) noexcept {
+    slot = slotAt(q, q.index);
+    // Acquire pairs with the producer's release in publish: the element is complete.
+    const uint64_t seq = slot->seq.load(std::memory_order_acquire);
+    if (seq == 4 * q.position + kFull) {
+        q.stuckSinceNs = 0;
+        return Look::Ready;
+    }
+    if (seq == 4 * q.position + kAbandoned || (sharedProducers(q) && !countedIdlePoll(q))) return Look::Undecided;
+    return Look::Empty;
+}
+
+// The quick paths: a claim of one slot, settled without the claim loops by one look at the slot
+// (and, where the cursor is shared, one CAS). They return 0 (claimed, in c), -EAGAIN (full or
+// empty, and no look for a dead claimant due), or kUndecided: the loops must decide (another
+// claimant was first, an abandoned slot, the look due). Out of the loops so that the entry points'
+// common path needs no stack frame: with the loops inline, every call saved and restored six
+// registers (capi/shm.cpp reaches the loops by a tail call). A loop taking over where a quick
+// path left makes the same claims the quick path would have made.
+constexpr int kUndecided = 1;
+
+[[gnu::always_inline]] inline int quickClaimForRead(Queue &q, Claim &c) noexcept {
+    if (q.policy == JOIN_SHM_SPSC || q.policy == JOIN_SHM_MPSC) {
+        SlotHeader *slot;
+        const Look look = loneConsumerLook(q, slot);
+        if (look != Look::Ready) return look == Look::Empty ? -EAGAIN : kUndecided;
+        c = {q.position, slot, 1};
+        return 0;
+    }
+    if (q.policy != JOIN_SHM_MPMC || q.held) return kUndecided;
+    // Shared consumers: one try at tail, for an element there. Relaxed: as in claimForRead.
+    const uint64_t position = q.header().tail.load(std::memory_order_relaxed);
+    SlotHeader *slot = slotOf(q, position);
+    // Acquire pairs with the producer's release in publish: the element is complete.
+    const auto diff = static_cast<int64_t>(slot->seq.load(std::memory_order_acquire) - (4 * position + kFull));
+    if (diff < 0) return countedIdlePoll(q) ? -EAGAIN : kUndecided;  // empty, as the claim loop finds it
+    bool announced = false;
+    if (diff > 0 || !takeAtTail(q, position, slot, 1, announced)) {  // abandoned, or another consumer's
+        if (announced) dropIntent(q);                                // the loop announces its own tries
+        return kUndecided;
+    }
+    q.stuckSinceNs = 0;
+    c = {position, slot, 1};
+    return 0;
+}
+
 // Consumer: claims up to `want` consecutive elements from the oldest one; abandoned positions on
 // the way are skipped and counted. 0 or -EAGAIN (empty).
 // Always inlined: the claim loops are the hot path, and with want known (1 for single calls) the
@@ -242,20 +346,9 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
         c = {q.heldPosition, q.heldSlot, 1};
         return 0;
     }
-    if (want == 1 && !sharedConsumers(q)) {
-        // A lone consumer taking one element whose slot is full: the common case, settled by one
-        // load. The loop below makes the same claim, through the run scan and a second load.
-        SlotHeader *slot = slotAt(q, q.index);
-        // Acquire pairs with the producer's release in publish: the element is complete.
-        const uint64_t seq = slot->seq.load(std::memory_order_acquire);
-        if (seq == 4 * q.position + kFull) {
-            q.stuckSinceNs = 0;
-            c = {q.position, slot, 1};
-            return 0;
-        }
-        // Nothing to take, the poll that repeats most: settled here as the loop below would settle
-        // it (it ends a lone consumer's scan of an empty slot the same way), without the scan.
-        if (seq != 4 * q.position + kAbandoned && !consumerFreedStuckSlot(q, q.position)) return -EAGAIN;
+    if (want == 1) {
+        const int r = quickClaimForRead(q, c);
+        if (r != kUndecided) return r;
     }
     bool announced = false;  // as in claimForWrite
     for (int attempt = 0; attempt < kMaxClaimAttempts; ++attempt) {
@@ -286,18 +379,7 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
             if (consumerFreedStuckSlot(q, position)) continue;
             break;
         }
-        if (sharedConsumers(q)) {
-            std::atomic<uint64_t> &tail = q.header().tail;
-            announceClaim(q, position, true);
-            announced = true;
-            // Release: as head's in claimForWrite. Otherwise tail only arbitrates among consumers.
-            if (!tail.compare_exchange_weak(position, position + n, std::memory_order_release,
-                                            std::memory_order_relaxed))
-                continue;
-            tagRun(q, {position, slot, n}, true);
-            dropIntent(q);
-            announced = false;
-        }
+        if (sharedConsumers(q) && !takeAtTail(q, position, slot, n, announced)) continue;
         q.stuckSinceNs = 0;
         c = dropAbandoned(q, {position, slot, n});
         // dropAbandoned re-reads the states the scan read: a peer that rewrote one since (buggy or
@@ -320,15 +402,23 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
 // Copies one element. The common small sizes are copied inline: through memcpy's PLT entry and
 // size dispatch, an 8 B element cost about 20 instructions a call (callgrind), and batches of 64 B
 // elements ran at 0.6x the rate they reach with the copy inline (12 alternated pairs).
-[[gnu::always_inline]] inline void copyElement(unsigned char *to, const unsigned char *from, uint64_t size) noexcept {
+inline bool copiedInline(uint64_t size) noexcept { return size == 8 || size == 16 || size == 32 || size == 64; }
+
+// copyElement for a size copiedInline accepts: no call, so no register saved around one.
+[[gnu::always_inline]] inline void copySmall(unsigned char *to, const unsigned char *from, uint64_t size) noexcept {
     if (size == 8)
         std::memcpy(to, from, 8);
     else if (size == 16)
         std::memcpy(to, from, 16);
     else if (size == 32)
         std::memcpy(to, from, 32);
-    else if (size == 64)
+    else
         std::memcpy(to, from, 64);
+}
+
+[[gnu::always_inline]] inline void copyElement(unsigned char *to, const unsigned char *from, uint64_t size) noexcept {
+    if (copiedInline(size))
+        copySmall(to, from, size);
     else
         std::memcpy(to, from, size);
 }
@@ -369,6 +459,40 @@ inline Claim dropAbandoned(Queue &q, Claim c) noexcept {
 [[gnu::always_inline]] inline int tryPop(Queue &q, void *element) noexcept {
     const int64_t r = tryPopN(q, static_cast<unsigned char *>(element), 1);
     return r < 0 ? static_cast<int>(r) : 0;
+}
+
+// A producer's quick path (see quickClaimForRead): SPSC's claim has no loop, shared producers try
+// head once.
+[[gnu::always_inline]] inline int quickClaimForWrite(Queue &q, Claim &c) noexcept {
+    if (q.policy == JOIN_SHM_SPSC) return claimForWrite(q, c);
+    if (q.policy == JOIN_SHM_BROADCAST) return kUndecided;
+    // Relaxed: as in claimForWrite.
+    uint64_t position = q.header().head.load(std::memory_order_relaxed);
+    bool announced = false;
+    const Attempt a = claimAtHead(q, position, c, 1, announced);
+    if (a == Attempt::Claimed) return 0;
+    if (announced) dropIntent(q);  // the CAS lost: the loop announces its own tries
+    return a == Attempt::Full && countedIdlePoll(q) ? -EAGAIN : kUndecided;
+}
+
+// A single push or pop through the quick claims, for the element sizes copied inline (with a call
+// to memcpy in it, the path would need its registers saved again). Same results as quick claims.
+[[gnu::always_inline]] inline int quickPush(Queue &q, const void *element) noexcept {
+    if (!copiedInline(q.elementSize)) return kUndecided;
+    Claim c;
+    if (int r = quickClaimForWrite(q, c)) return r;
+    copySmall(elementOf(q, c.slot), static_cast<const unsigned char *>(element), q.elementSize);
+    publishQueued(q, c, kFull);
+    return 0;
+}
+
+[[gnu::always_inline]] inline int quickPop(Queue &q, void *element) noexcept {
+    if (!copiedInline(q.elementSize)) return kUndecided;
+    Claim c;
+    if (int r = quickClaimForRead(q, c)) return r;
+    copySmall(static_cast<unsigned char *>(element), elementOf(q, c.slot), q.elementSize);
+    releaseQueued(q, c);
+    return 0;
 }
 
 // Before a blocking call sleeps: look for a dead claimant now (nobody will wake us for it). Returns
