@@ -2,8 +2,9 @@
 // machine. Round trip (ping-pong between two pinned processes) and one-way throughput (1 and N
 // producer processes, the receiver checks every byte of every message) per message size; each
 // measurement repeated, reported as the median with its spread. Ratios are to libjoin-shm SPSC
-// (spin) and to the hardware floors: two processes handing cache lines back and forth (round trip),
-// and a minimal hand-written SPSC ring (throughput). A last table per size shows what batches
+// (spin) and to the floors: two processes handing cache lines back and forth (round trip), the same
+// two waking each other with a futex (round trips that sleep on every message), and a minimal
+// hand-written SPSC ring (throughput). A last table per size shows what batches
 // (try_push_n/try_pop_n) and zero-copy (reserve/commit, peek/release) gain over one copy per call.
 //
 //   join-shm-bench [--quick] [--sizes 8,64,512,1472,4096] [--capacity 1024] [--repeats 5]
