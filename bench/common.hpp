@@ -13,7 +13,7 @@
 //   size_t recvSome(char *msgs, size_t n);
 //   void close();                              in each process
 //   void teardown();                           in the parent after every peer exited
-//   static constexpr bool kStreams;            false for the cache-line floor (round trip only)
+//   static constexpr bool kStreams;            false for the round-trip floors (round trip only)
 // and optionally, for zero-copy (see HasInPlace):
 //   bool inPlace() const;  void sendInPlace(write);  void recvInPlace(take);
 #pragma once

@@ -281,29 +281,46 @@ private:
 #endif
 
 // ---------------------------------------------------------------------------------------------
+// The round-trip floors below pass their words through one zeroed MAP_SHARED page, mapped in
+// setup (before the fork) and unmapped in teardown, and move one message per call.
+template <class Derived>
+class SharedPageFloor : public OneAtATime<Derived> {
+public:
+    static constexpr bool kStreams = false;
+
+    std::string setup(const Shape &) {
+        void *m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) osFailure(static_cast<Derived *>(this)->label(), "mmap");
+        std::memset(m, 0, 4096);  // fault the page in now
+        page_ = m;
+        return {};
+    }
+    void close() {}
+    void teardown() {
+        if (page_) munmap(page_, 4096);
+        page_ = nullptr;
+    }
+
+protected:
+    void *page_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------------------------
 // The hardware floor: two processes pass a counter through a MAP_SHARED anonymous mapping, each
 // spinning until the other's word changes. One line: both words in the same cache line, which
 // travels once per direction. Two lines: each side writes its own line and reads the other's, as a
 // ring with separate cursors or per-slot sequences does. Nothing over shared memory can be faster.
 // Moves 8 bytes whatever the message size; round trip only.
 
-class CacheLineFloor {
+class CacheLineFloor : public SharedPageFloor<CacheLineFloor> {
 public:
-    static constexpr bool kStreams = false;
-
     explicit CacheLineFloor(bool twoLines) : twoLines_{twoLines} {}
 
     std::string label() const { return twoLines_ ? "hw floor, 2 lines" : "hw floor, 1 line"; }
 
-    std::string setup(const Shape &) {
-        void *m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED) osFailure(label(), "mmap");
-        std::memset(m, 0, 4096);  // fault the page in now
-        words_ = static_cast<std::atomic<uint64_t> *>(m);
-        return {};
-    }
     void open(Side side, bool, int) {
-        std::atomic<uint64_t> *a = &words_[0], *b = twoLines_ ? &words_[8] : &words_[1];  // words_[8]: next line
+        auto *words = static_cast<std::atomic<uint64_t> *>(page_);
+        std::atomic<uint64_t> *a = &words[0], *b = twoLines_ ? &words[8] : &words[1];  // words[8]: next line
         mine_ = side == Side::A ? a : b;
         theirs_ = side == Side::A ? b : a;
         seen_ = 0;
@@ -323,23 +340,10 @@ public:
         --v;
         std::memcpy(msg, &v, 8);
     }
-    size_t sendSome(const char *msgs, size_t) {
-        send(msgs);
-        return 1;
-    }
-    size_t recvSome(char *msgs, size_t) {
-        recv(msgs);
-        return 1;
-    }
-    void close() {}
-    void teardown() {
-        if (words_) munmap(words_, 4096);
-        words_ = nullptr;
-    }
 
 private:
     bool twoLines_;
-    std::atomic<uint64_t> *words_ = nullptr, *mine_ = nullptr, *theirs_ = nullptr;
+    std::atomic<uint64_t> *mine_ = nullptr, *theirs_ = nullptr;
     uint64_t seen_ = 0;
 };
 
@@ -351,22 +355,14 @@ private:
 // arrives while its receiver is still in its own FUTEX_WAKE: then nobody sleeps, and once in that
 // regime a repetition can stay in it (a p50 of a few hundred ns, seen once in 5 repetitions here);
 // the median of the repetitions is the figure.
-class FutexFloor {
+class FutexFloor : public SharedPageFloor<FutexFloor> {
 public:
-    static constexpr bool kStreams = false;
-
     std::string label() const { return "futex floor, sleeping"; }
 
-    std::string setup(const Shape &) {
-        void *m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED) osFailure(label(), "mmap");
-        std::memset(m, 0, 4096);  // fault the page in now
-        cells_ = static_cast<Cell *>(m);
-        return {};
-    }
     void open(Side side, bool, int) {
-        mine_ = &cells_[side == Side::A ? 0 : 1];
-        theirs_ = &cells_[side == Side::A ? 1 : 0];
+        auto *cells = static_cast<Cell *>(page_);
+        mine_ = &cells[side == Side::A ? 0 : 1];
+        theirs_ = &cells[side == Side::A ? 1 : 0];
         seen_ = 0;
     }
     void send(const char *msg) {
@@ -385,26 +381,13 @@ public:
         seen_ = now;
         std::memcpy(msg, theirs_->payload, 8);
     }
-    size_t sendSome(const char *msgs, size_t) {
-        send(msgs);
-        return 1;
-    }
-    size_t recvSome(char *msgs, size_t) {
-        recv(msgs);
-        return 1;
-    }
-    void close() {}
-    void teardown() {
-        if (cells_) munmap(cells_, 4096);
-        cells_ = nullptr;
-    }
 
 private:
     struct alignas(64) Cell {  // one line per side, as the 2-line hardware floor
         std::atomic<uint32_t> turn;
         char payload[8];
     };
-    Cell *cells_ = nullptr, *mine_ = nullptr, *theirs_ = nullptr;
+    Cell *mine_ = nullptr, *theirs_ = nullptr;
     uint32_t seen_ = 0;
 };
 
