@@ -202,6 +202,11 @@ struct Results {
             if (r.transport == transport && r.size == size) return &r;
         return nullptr;
     }
+    const RoundTripRow *findFloor(const std::string &transport) const {
+        for (const auto &f : floor)
+            if (f.transport == transport) return &f;
+        return nullptr;
+    }
     const ThroughputRow *findThroughput(const std::string &transport, size_t size, int producers) const {
         for (const auto &r : throughput)
             if (r.transport == transport && r.size == size && r.producers == producers) return &r;
@@ -455,25 +460,28 @@ bool wakesPerMessage(const std::string &label) {
     return label.find(" sleep") != std::string::npos || label.find(" epoll") != std::string::npos;
 }
 
-// The median of the p50 ratios within each repetition (see pairedRatio below for why paired).
-double pairedP50Ratio(const RoundTripRow &a, const RoundTripRow &b) {
+// The median of a's repetitions divided by b's, repetition by repetition (value picks the figure
+// of a repetition). Repetitions are interleaved (Bench::run), so the two rows of one repetition ran
+// within a second of each other; paired this way, a slow spell of the VM lowers both sides of a
+// ratio instead of one median.
+template <class Row, class Value>
+double pairedRatio(const Row &a, const Row &b, Value value) {
     std::vector<double> ratios;
     for (size_t i = 0; i < a.reps.size() && i < b.reps.size(); ++i)
-        if (b.reps[i].p50 > 0) ratios.push_back(a.reps[i].p50 / b.reps[i].p50);
+        if (value(b.reps[i]) > 0) ratios.push_back(value(a.reps[i]) / value(b.reps[i]));
     return spread(ratios).median;
 }
 
 // Rows that pay a wake-up per message, against the futex floor: what each adds to the kernel's
 // own cost of waking a sleeping process.
 void printWakeRatios(const Bench &b, size_t size) {
-    const RoundTripRow *floor = nullptr;
-    for (const auto &f : b.res.floor)
-        if (f.transport == kFloorSleeping) floor = &f;
+    const RoundTripRow *floor = b.res.findFloor(kFloorSleeping);
     if (!floor) return;
     std::vector<std::string> parts;
     for (const auto &r : b.res.rtt)
         if (r.size == size && (wakesPerMessage(r.transport) || r.transport == "pipe"))
-            parts.push_back(fmt::format("{} {}", r.transport, formatRatio(pairedP50Ratio(r, *floor))));
+            parts.push_back(fmt::format(
+                "{} {}", r.transport, formatRatio(pairedRatio(r, *floor, [](const Percentiles &p) { return p.p50; }))));
     if (parts.empty()) return;
     fmt::print("A wake-up per message, p50 against the futex floor (median of per-repetition ratios): {}\n",
                fmt::join(parts, ", "));
@@ -482,9 +490,7 @@ void printWakeRatios(const Bench &b, size_t size) {
 void printRoundTrips(const Bench &b, size_t size) {
     if (b.gainsOnly(size)) return;
     const RoundTripRow *base = b.res.findRtt(kBaseline, size);
-    const RoundTripRow *floor = nullptr;
-    for (const auto &f : b.res.floor)
-        if (f.transport == kFloor) floor = &f;
+    const RoundTripRow *floor = b.res.findFloor(kFloor);
     std::vector<const RoundTripRow *> rows;
     for (const auto &f : b.res.floor)
         rows.push_back(&f);
@@ -530,19 +536,9 @@ void printThroughput(const Bench &b, size_t size) {
     t.print();
 }
 
-// The median of a's repetitions divided by b's, repetition by repetition. Repetitions are
-// interleaved (Bench::run), so the two rows of one repetition ran within a second of each other;
-// paired this way, a slow spell of the VM lowers both sides of a ratio instead of one median.
-double pairedRatio(const ThroughputRow &a, const ThroughputRow &b) {
-    std::vector<double> ratios;
-    for (size_t i = 0; i < a.reps.size() && i < b.reps.size(); ++i)
-        if (b.reps[i] > 0) ratios.push_back(a.reps[i] / b.reps[i]);
-    return spread(ratios).median;
-}
-
 // What batches and zero-copy gain over one copy per call, and what blocking calls cost against
 // polling: each against the single-call spin row of the same ring, message size and number of
-// producers (paired ratios, above).
+// producers (pairedRatio).
 void printGains(const Bench &b, size_t size) {
     Table t({"ring", "producers", "1 copy/call msgs/s", "batch msgs/s", "batch ×single", "zero-copy msgs/s",
              "zero-copy ×copy", "blocking ×spin"});
@@ -559,7 +555,10 @@ void printGains(const Bench &b, size_t size) {
             if (!single || (!batch && !zero)) continue;
             const double base = single->rate().median;
             auto rate = [](const ThroughputRow *r) { return r ? formatRate(r->rate().median) : std::string("-"); };
-            auto gain = [&](const ThroughputRow *r) { return r ? formatRatio(pairedRatio(*r, *single)) : "-"; };
+            auto gain = [&](const ThroughputRow *r) {
+                return r ? formatRatio(pairedRatio(*r, *single, [](double msgsPerSecond) { return msgsPerSecond; }))
+                         : "-";
+            };
             t.row({policyName(policy), std::to_string(producers), formatRate(base), rate(batch), gain(batch),
                    rate(zero), gain(zero), gain(blocking)});
             any = true;
@@ -696,9 +695,7 @@ double bestP50(const RoundTripRow &r) { return r.stat(&Percentiles::p50).min; }
 
 std::vector<Verdict> evaluate(const Bench &b, const std::vector<Floor> &floors) {
     std::vector<Verdict> out;
-    const RoundTripRow *floor2 = nullptr;
-    for (const auto &f : b.res.floor)
-        if (f.transport == kFloor) floor2 = &f;
+    const RoundTripRow *floor2 = b.res.findFloor(kFloor);
     for (const Floor &f : floors) {
         if (f.kind == "stream") {
             const std::string what =
